@@ -1,0 +1,61 @@
+// Input checks shared by every op. Each message starts with "sparsekern.<op>:" so the user sees which op
+// refused the input; the exception type follows Python conventions (TypeError for dtypes, IndexError for
+// indices out of range, ValueError for shapes and contents).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+
+namespace sparsekern {
+
+#define SK_CHECK_VALUE(cond, op, ...) TORCH_CHECK_VALUE(cond, "sparsekern.", op, ": ", __VA_ARGS__)
+#define SK_CHECK_TYPE(cond, op, ...) TORCH_CHECK_TYPE(cond, "sparsekern.", op, ": ", __VA_ARGS__)
+#define SK_CHECK_INDEX(cond, op, ...) TORCH_CHECK_INDEX(cond, "sparsekern.", op, ": ", __VA_ARGS__)
+
+inline bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
+}
+
+inline void check_float(const char* op, const at::Tensor& t, const char* name) {
+  SK_CHECK_TYPE(is_supported_float(t.scalar_type()), op, name, " must be float32, float16 or bfloat16, got ",
+                t.scalar_type());
+}
+
+inline void check_same_dtype(const char* op, const at::Tensor& a, const char* an, const at::Tensor& b,
+                             const char* bn) {
+  SK_CHECK_TYPE(a.scalar_type() == b.scalar_type(), op, an, " and ", bn, " must have the same dtype, got ",
+                a.scalar_type(), " and ", b.scalar_type());
+}
+
+inline void check_same_device(const char* op, const at::Tensor& a, const char* an, const at::Tensor& b,
+                              const char* bn) {
+  SK_CHECK_VALUE(a.device() == b.device(), op, an, " and ", bn, " must be on the same device, got ", a.device(),
+                 " and ", b.device());
+}
+
+inline void check_dim(const char* op, const at::Tensor& t, const char* name, int64_t dim) {
+  SK_CHECK_VALUE(t.dim() == dim, op, name, " must be ", dim, "-D, got shape ", t.sizes());
+}
+
+// The component tensors of a CSR matrix: cheap checks only (no reads of index contents).
+inline void check_csr_components(const char* op, const at::Tensor& crow, const at::Tensor& col,
+                                 const at::Tensor& val) {
+  check_dim(op, crow, "crow_indices", 1);
+  check_dim(op, col, "col_indices", 1);
+  check_dim(op, val, "values", 1);
+  SK_CHECK_TYPE(crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong, op,
+                "crow_indices must be int32 or int64, got ", crow.scalar_type());
+  SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type(), op,
+                "col_indices must have the dtype of crow_indices (", crow.scalar_type(), "), got ",
+                col.scalar_type());
+  check_float(op, val, "values");
+  SK_CHECK_VALUE(crow.numel() >= 1, op, "crow_indices must have M + 1 >= 1 entries");
+  SK_CHECK_VALUE(col.numel() == val.numel(), op, "col_indices and values must have the same length, got ",
+                 col.numel(), " and ", val.numel());
+  check_same_device(op, crow, "crow_indices", col, "col_indices");
+  check_same_device(op, crow, "crow_indices", val, "values");
+}
+
+}  // namespace sparsekern

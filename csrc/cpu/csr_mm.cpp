@@ -1,0 +1,103 @@
+// CPU kernels of csr_mm and csr_linear: one loop nest (csr_mm_kernel.h) serves both. csr_linear computes
+// (A @ x.T).T by reading x.T as the dense operand (one transposed copy of x, T*K elements, which is small
+// next to the nnz*T multiply-adds) and writing the (M, T) result through strides straight into the (T, M)
+// output, so A itself is never transposed or copied.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "cpu/csr_common.h"
+#include "cpu/isa.h"
+
+#define SK_KERNEL_HEADER "cpu/csr_mm_kernel.h"
+#include "cpu/isa_variants.h"
+
+namespace sparsekern::cpu {
+namespace {
+
+template <typename index_t>
+[[noreturn]] void throw_bad_column(const char* op, const at::Tensor& col, int64_t K) {
+  const index_t* c = col.data_ptr<index_t>();
+  for (int64_t j = 0; j < col.numel(); ++j) {
+    if (c[j] < 0 || c[j] >= K) {
+      SK_CHECK_INDEX(false, op, "col_indices[", j, "] = ", c[j], " is out of range for K = ", K);
+    }
+  }
+  TORCH_INTERNAL_ASSERT(false, "sparsekern.", op, ": a column index was out of range but none was found");
+}
+
+// out (M, N), any strides: out = A @ B + bias[:, None], with B (K, N) and A given by its components.
+void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+                 const at::Tensor& B, const std::optional<at::Tensor>& bias, at::Tensor& out) {
+  const int64_t M = crow.numel() - 1, K = B.size(0), N = B.size(1);
+  const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous();
+  const at::Tensor val_f = as_float_contiguous(val), B_f = as_float_contiguous(B);
+  const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
+  AT_DISPATCH_INDEX_TYPES(crow_c.scalar_type(), "sparsekern_csr_mm", [&] {
+    const index_t* crow_p = crow_c.data_ptr<index_t>();
+    check_crow(op, crow_p, M, col_c.numel());
+    if (N == 0 || M == 0) {
+      // No loop below reads the columns; check them anyway so validity never depends on N.
+      const index_t* c = col_c.data_ptr<index_t>();
+      for (int64_t j = 0; j < col_c.numel(); ++j)
+        if (c[j] < 0 || c[j] >= K) throw_bad_column<index_t>(op, col_c, K);
+      return;
+    }
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "sparsekern_csr_mm", [&] {
+      const index_t* col_p = col_c.data_ptr<index_t>();
+      const float* val_p = val_f.data_ptr<float>();
+      const float* B_p = B_f.data_ptr<float>();
+      const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
+      scalar_t* out_p = out.data_ptr<scalar_t>();
+      const int64_t osm = out.stride(0), osn = out.stride(1);
+      const bool ok = parallel_over_rows(crow_p, M, [&](int64_t r0, int64_t r1) {
+        return SK_ISA_DISPATCH(csr_mm_rows, crow_p, col_p, val_p, B_p, N, K, bias_p, N, out_p, osm, osn, r0, r1);
+      });
+      if (!ok) throw_bad_column<index_t>(op, col_c, K);
+    });
+  });
+}
+
+void check_dense(const char* op, const at::Tensor& t, const char* name, const at::Tensor& val) {
+  check_dim(op, t, name, 2);
+  check_float(op, t, name);
+  check_same_dtype(op, val, "values", t, name);
+  check_same_device(op, val, "values", t, name);
+}
+
+at::Tensor csr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, const at::Tensor& B) {
+  const char* op = "csr_mm";
+  check_csr_components(op, crow, col, val);
+  check_dense(op, B, "B", val);
+  at::Tensor out = at::empty({crow.numel() - 1, B.size(1)}, B.options());
+  csr_mm_into(op, crow, col, val, B, std::nullopt, out);
+  return out;
+}
+
+at::Tensor csr_linear_cpu(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+                          const std::optional<at::Tensor>& bias) {
+  const char* op = "csr_linear";
+  check_csr_components(op, crow, col, val);
+  check_dense(op, x, "x", val);
+  const int64_t M = crow.numel() - 1;
+  if (bias.has_value()) {
+    check_dim(op, *bias, "bias", 1);
+    check_same_dtype(op, val, "values", *bias, "bias");
+    check_same_device(op, val, "values", *bias, "bias");
+    SK_CHECK_VALUE(bias->size(0) == M, op, "bias must have M = ", M, " entries, got ", bias->size(0));
+  }
+  at::Tensor out = at::empty({x.size(0), M}, x.options());
+  at::Tensor out_t = out.t();
+  csr_mm_into(op, crow, col, val, x.t(), bias, out_t);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
+  m.impl("csr_mm", &csr_mm_cpu);
+  m.impl("csr_linear", &csr_linear_cpu);
+}
+
+}  // namespace sparsekern::cpu

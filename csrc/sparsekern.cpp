@@ -1,0 +1,21 @@
+// Every schema of the sparsekern op library, defined once. Kernels register per backend in cpu/ and cuda/;
+// fake (meta) kernels, autograd and the Triton fallbacks are registered from Python (sparsekern/ops/).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing sparsekern._C runs the static registrations below; the module itself exports nothing.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(sparsekern, m) {
+  // CSR (M, K) @ B (K, N) -> (M, N). M = crow.numel() - 1, K = B.size(0).
+  m.def("csr_mm(Tensor crow, Tensor col, Tensor val, Tensor B) -> Tensor");
+  // x (T, K) @ A.T + bias -> (T, M), A in CSR (M, K): the nn.Linear orientation, no transposed copy of A.
+  m.def("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias) -> Tensor");
+  // Gradient of CSR values: out[j] = dot(G[row(j), :], B[col[j], :]) for every stored entry j (SDDMM).
+  m.def("csr_sddmm(Tensor crow, Tensor col, Tensor G, Tensor B) -> Tensor");
+}

@@ -1,0 +1,61 @@
+"""Triton SDDMM for the gradient of CSR values: out[j] = dot(G[row(j), :], B[col(j), :]).
+
+One program per row: BLOCK_NNZ entries at a time, the dot products reduced over N in BLOCK_N slices. G and B
+may be transposed views (the csr_linear backward passes gradᵀ and xᵀ), so every access goes through strides.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .._checks import check_dim, check_same, fail
+
+
+@triton.jit
+def _csr_sddmm_kernel(
+    crow_ptr, col_ptr, g_ptr, b_ptr, out_ptr,
+    N, K,
+    stride_gm, stride_gn, stride_bk, stride_bn,
+    BLOCK_NNZ: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    m = tl.program_id(0).to(tl.int64)
+    start = tl.load(crow_ptr + m).to(tl.int64)
+    end = tl.load(crow_ptr + m + 1).to(tl.int64)
+    for j0 in range(start, end, BLOCK_NNZ):
+        offs_j = j0 + tl.arange(0, BLOCK_NNZ)
+        j_mask = offs_j < end
+        cols = tl.load(col_ptr + offs_j, mask=j_mask, other=0).to(tl.int64)
+        row_ok = j_mask & (cols >= 0) & (cols < K)
+        acc = tl.zeros([BLOCK_NNZ], dtype=tl.float32)
+        for n0 in range(0, N, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            n_mask = offs_n < N
+            g = tl.load(g_ptr + m * stride_gm + offs_n * stride_gn, mask=n_mask, other=0.0).to(tl.float32)
+            b = tl.load(
+                b_ptr + cols[:, None] * stride_bk + offs_n[None, :] * stride_bn,
+                mask=row_ok[:, None] & n_mask[None, :],
+                other=0.0,
+            ).to(tl.float32)
+            acc += tl.sum(b * g[None, :], axis=1)
+        tl.store(out_ptr + offs_j, acc.to(out_ptr.dtype.element_ty), mask=j_mask)
+
+
+def csr_sddmm(crow, col, G, B):
+    where = "sparsekern.csr_sddmm"
+    check_dim(where, G, "G", 2)
+    check_dim(where, B, "B", 2)
+    check_same(where, G, "G", B, "B")
+    M = crow.numel() - 1
+    if G.shape[0] != M or G.shape[1] != B.shape[1]:
+        fail(where, ValueError, f"G {tuple(G.shape)} and B {tuple(B.shape)} do not fit M = {M}")
+    out = torch.empty(col.numel(), dtype=G.dtype, device=G.device)
+    if M == 0 or col.numel() == 0:
+        return out
+    N = G.shape[1]
+    _csr_sddmm_kernel[(M,)](
+        crow, col, G, B, out,
+        N, B.shape[0],
+        G.stride(0), G.stride(1), B.stride(0), B.stride(1),
+        BLOCK_NNZ=32, BLOCK_N=max(16, min(128, triton.next_power_of_2(max(N, 1)))),
+    )
+    return out

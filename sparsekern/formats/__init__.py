@@ -1,0 +1,5 @@
+"""Sparse formats: containers of plain tensors (so ops, torch.compile and state_dict see ordinary tensors)."""
+
+from .csr import CSRMatrix
+
+__all__ = ["CSRMatrix"]

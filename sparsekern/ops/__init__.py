@@ -1,0 +1,41 @@
+"""Typed entry points over `torch.ops.sparsekern.*`. Each format's module registers its fake kernels, autograd
+and GPU fallback on import, and its Linear-orientation kernel in `_registry.LINEAR`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._C_loader import require_C
+from .._checks import check_same, fail
+from ._registry import LINEAR
+from .csr_mm import csr_mm
+
+
+def sparse_linear(x: torch.Tensor, A, bias: torch.Tensor | None = None, *, validate: bool = False) -> torch.Tensor:
+    """x (*, K) @ A.T + bias -> (*, M), for A (M, K) in any sparsekern format: the nn.Linear orientation.
+
+    `validate=True` also checks A's index contents (a device sync on GPU).
+    """
+    require_C("sparse_linear")
+    where = "sparsekern.sparse_linear"
+    hooks = LINEAR.get(type(A))
+    if hooks is None:
+        fail(where, TypeError, f"A must be one of {sorted(c.__name__ for c in LINEAR)}, got {type(A).__name__}")
+    linear, check = hooks
+    M, K = A.shape
+    if x.dim() < 1 or x.shape[-1] != K:
+        fail(where, ValueError, f"A is {A.shape} but x has shape {tuple(x.shape)}; expected (*, {K})")
+    check_same(where, x, "x", A.values, "A.values")
+    if bias is not None:
+        check_same(where, bias, "bias", A.values, "A.values")
+        if bias.shape != (M,):
+            fail(where, ValueError, f"bias must have shape ({M},), got {tuple(bias.shape)}")
+    if validate:
+        check(A)
+    y = linear(x.reshape(math.prod(x.shape[:-1]), K), A, bias)
+    return y.reshape(*x.shape[:-1], M)
+
+
+__all__ = ["csr_mm", "sparse_linear"]

@@ -1,0 +1,53 @@
+import os
+
+import pytest
+import torch
+
+# Triton kernels run on the CPU under the interpreter when no GPU exists; it must be set before any kernel is
+# defined, i.e. before a sparsekern._triton module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def tol(dtype, k: int = 1):
+    """(rtol, atol) against a float64 reference, for a sum of k products accumulated in fp32."""
+    if dtype == torch.float32:
+        return 1e-5, 1e-5 * max(1.0, k**0.5)
+    if dtype == torch.float16:
+        return 1e-2, 1e-2 * max(1.0, k**0.5)
+    return 2e-2, 2e-2 * max(1.0, k**0.5)  # bfloat16: 8 mantissa bits on the output
+
+
+def assert_close(actual, expected64, dtype, k=1):
+    """Compares a low-precision result against a float64 reference computed from the same (rounded) inputs."""
+    rtol, atol = tol(dtype, k)
+    torch.testing.assert_close(actual.double(), expected64, rtol=rtol, atol=atol)
+
+
+def random_sparse(M, K, sparsity, dtype=torch.float32, device="cpu", generator=None):
+    """A dense (M, K) matrix with round(sparsity * M * K) zeros at random places."""
+    W = torch.randn(M, K, generator=generator).to(dtype)
+    n_zero = round(sparsity * M * K)
+    if n_zero:
+        idx = torch.randperm(M * K, generator=generator)[:n_zero]
+        W.view(-1)[idx] = 0
+    return W.to(device)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def poison_cuda():
+    """Fills the caching allocator's free memory with NaN, so a kernel that leaves outputs unwritten fails."""
+    free = torch.cuda.mem_get_info()[0]
+    block = torch.full((min(free // 8, 1 << 28),), float("nan"), device="cuda")
+    del block
+    yield
