@@ -18,4 +18,8 @@ TORCH_LIBRARY(sparsekern, m) {
   m.def("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias) -> Tensor");
   // Gradient of CSR values: out[j] = dot(G[row(j), :], B[col[j], :]) for every stored entry j (SDDMM).
   m.def("csr_sddmm(Tensor crow, Tensor col, Tensor G, Tensor B) -> Tensor");
+  // BSR (M, K) @ B (K, N) -> (M, N); val (nblocks, bm, bk), crow ceil(M/bm) + 1 entries, K = B.size(0).
+  m.def("bsr_mm(Tensor crow, Tensor col, Tensor val, int M, Tensor B) -> Tensor");
+  // x (T, K) @ A.T + bias -> (T, M), A in BSR (M, K): the nn.Linear orientation, no transposed copy of A.
+  m.def("bsr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, int M, Tensor? bias) -> Tensor");
 }

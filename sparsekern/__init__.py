@@ -2,8 +2,8 @@
 
 from . import formats, ops
 from .backends import backends
-from .formats import CSRMatrix
+from .formats import BSRMatrix, CSRMatrix
 
 __version__ = "0.1.0"
 
-__all__ = ["CSRMatrix", "backends", "formats", "ops"]
+__all__ = ["BSRMatrix", "CSRMatrix", "backends", "formats", "ops"]

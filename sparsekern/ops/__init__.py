@@ -10,6 +10,7 @@ import torch
 from .._C_loader import require_C
 from .._checks import check_same, fail
 from ._registry import LINEAR
+from .bsr_mm import bsr_mm
 from .csr_mm import csr_mm
 
 
@@ -38,4 +39,4 @@ def sparse_linear(x: torch.Tensor, A, bias: torch.Tensor | None = None, *, valid
     return y.reshape(*x.shape[:-1], M)
 
 
-__all__ = ["csr_mm", "sparse_linear"]
+__all__ = ["bsr_mm", "csr_mm", "sparse_linear"]

@@ -1,0 +1,174 @@
+// CPU kernels of bsr_mm and bsr_linear: dense block micro-GEMMs over the stored blocks (bsr_mm_kernel.h),
+// parallel over block rows balanced by their number of stored blocks. The dense operand is staged once per
+// call as fp32 with its columns padded to a multiple of 16 (a copy only when it is not already so), which lets
+// the micro-kernel use whole vectors everywhere. bsr_linear reads x.T as that operand (T*K elements, small next
+// to the nblocks*bm*bk*T multiply-adds) and writes the (M, T) result through strides into the (T, M) output, so
+// A is never transposed or copied.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <type_traits>
+
+#include "checks.h"
+#include "cpu/csr_common.h"
+#include "cpu/isa.h"
+
+#define SK_KERNEL_HEADER "cpu/bsr_mm_kernel.h"
+#include "cpu/isa_variants.h"
+
+namespace sparsekern::cpu {
+namespace {
+
+constexpr int64_t kColumnPad = 16;  // a multiple of every vector width (16 fp32 = one AVX-512 register)
+
+// Cheap checks of the components (no reads of index contents) against the logical M.
+void check_bsr_components(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+                          int64_t M) {
+  check_dim(op, crow, "crow_indices", 1);
+  check_dim(op, col, "col_indices", 1);
+  check_dim(op, val, "values", 3);
+  SK_CHECK_TYPE(crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong, op,
+                "crow_indices must be int32 or int64, got ", crow.scalar_type());
+  SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type(), op,
+                "col_indices must have the dtype of crow_indices (", crow.scalar_type(), "), got ",
+                col.scalar_type());
+  check_float(op, val, "values");
+  check_same_device(op, crow, "crow_indices", col, "col_indices");
+  check_same_device(op, crow, "crow_indices", val, "values");
+  const int64_t bm = val.size(1), bk = val.size(2);
+  SK_CHECK_VALUE(bm >= 1 && bk >= 1, op, "values must be (nblocks, bm, bk) with bm, bk >= 1, got shape ",
+                 val.sizes());
+  SK_CHECK_VALUE(M >= 0, op, "M must be >= 0, got ", M);
+  const int64_t MB = (M + bm - 1) / bm;
+  SK_CHECK_VALUE(crow.numel() == MB + 1, op, "crow_indices must have ceil(M / bm) + 1 = ", MB + 1,
+                 " entries for M = ", M, ", bm = ", bm, ", got ", crow.numel());
+  SK_CHECK_VALUE(col.numel() == val.size(0), op, "col_indices and values must have the same number of blocks, got ",
+                 col.numel(), " and ", val.size(0));
+}
+
+template <typename index_t>
+[[noreturn]] void throw_bad_block_column(const char* op, const at::Tensor& col, int64_t K, int64_t bk) {
+  const index_t* c = col.data_ptr<index_t>();
+  const int64_t KB = (K + bk - 1) / bk;
+  for (int64_t j = 0; j < col.numel(); ++j) {
+    if (c[j] < 0 || c[j] >= KB) {
+      SK_CHECK_INDEX(false, op, "col_indices[", j, "] = ", c[j], " is out of range for ceil(K / bk) = ", KB,
+                     " block columns (K = ", K, ", bk = ", bk, ")");
+    }
+  }
+  TORCH_INTERNAL_ASSERT(false, "sparsekern.", op, ": a block column was out of range but none was found");
+}
+
+// Runs fn(i0, i1) over block-row ranges holding about equal numbers of stored blocks. Threads pull ranges from a
+// shared counter instead of owning a fixed share: on a busy machine a thread that is scheduled late leaves its
+// ranges to the others rather than stalling the whole call. Returns false if any call did.
+template <typename index_t, typename Fn>
+bool parallel_over_block_rows(const index_t* crow, int64_t MB, const Fn& fn) {
+  if (MB == 0) return true;
+  const int64_t threads = at::get_num_threads();
+  const auto splits = balanced_row_splits(crow, MB, std::min<int64_t>(MB, threads * 16));
+  const int64_t parts = static_cast<int64_t>(splits.size()) - 1;
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> ok{true};
+  at::parallel_for(0, std::min(threads, parts), 1, [&](int64_t, int64_t) {
+    for (int64_t p = next.fetch_add(1); p < parts; p = next.fetch_add(1)) {
+      if (!fn(splits[p], splits[p + 1])) ok.store(false, std::memory_order_relaxed);
+    }
+  });
+  return ok.load();
+}
+
+// B (K, N), any strides and float dtype -> fp32 (K, Np) with unit column stride and zero columns [N, Np); B
+// itself when it already is one (fp32, N a multiple of 16, rows contiguous).
+at::Tensor stage_dense(const at::Tensor& B) {
+  const int64_t K = B.size(0), N = B.size(1);
+  const int64_t Np = (N + kColumnPad - 1) / kColumnPad * kColumnPad;
+  if (B.scalar_type() == at::kFloat && Np == N && B.stride(1) == 1 && (K <= 1 || B.stride(0) >= N))
+    return B;
+  at::Tensor P = at::empty({K, Np}, B.options().dtype(at::kFloat));
+  P.narrow(1, 0, N).copy_(B);
+  P.narrow(1, N, Np - N).zero_();
+  return P;
+}
+
+// out (M, N), any strides: out = A @ B + bias[:, None], with B (K, N) and A given by its components.
+void bsr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, int64_t M,
+                 const at::Tensor& B, const std::optional<at::Tensor>& bias, at::Tensor& out) {
+  const int64_t K = B.size(0), N = B.size(1), bm = val.size(1), bk = val.size(2);
+  const int64_t MB = crow.numel() - 1;
+  const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous();
+  AT_DISPATCH_INDEX_TYPES(crow_c.scalar_type(), "sparsekern_bsr_mm", [&] {
+    const index_t* crow_p = crow_c.data_ptr<index_t>();
+    check_crow(op, crow_p, MB, col_c.numel());
+    if (N == 0 || M == 0) {
+      // No loop below reads the block columns; check them anyway so validity never depends on N.
+      const index_t* c = col_c.data_ptr<index_t>();
+      const int64_t KB = (K + bk - 1) / bk;
+      for (int64_t j = 0; j < col_c.numel(); ++j)
+        if (c[j] < 0 || c[j] >= KB) throw_bad_block_column<index_t>(op, col_c, K, bk);
+      return;
+    }
+    const at::Tensor val_f = as_float_contiguous(val), B_f = stage_dense(B);
+    const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "sparsekern_bsr_mm", [&] {
+      const index_t* col_p = col_c.data_ptr<index_t>();
+      const float* val_p = val_f.data_ptr<float>();
+      const float* B_p = B_f.data_ptr<float>();
+      const int64_t ldb = B_f.stride(0);
+      const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
+      scalar_t* out_p = out.data_ptr<scalar_t>();
+      const int64_t osm = out.stride(0), osn = out.stride(1), Np = B_f.size(1);
+      const bool ok = parallel_over_block_rows(crow_p, MB, [&](int64_t i0, int64_t i1) {
+        return SK_ISA_DISPATCH(bsr_mm_block_rows, crow_p, col_p, val_p, bm, bk, B_p, ldb, K, N, Np, bias_p, out_p,
+                               osm, osn, M, i0, i1);
+      });
+      if (!ok) throw_bad_block_column<index_t>(op, col_c, K, bk);
+    });
+  });
+}
+
+void check_dense(const char* op, const at::Tensor& t, const char* name, const at::Tensor& val) {
+  check_dim(op, t, name, 2);
+  check_float(op, t, name);
+  check_same_dtype(op, val, "values", t, name);
+  check_same_device(op, val, "values", t, name);
+}
+
+at::Tensor bsr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, int64_t M,
+                      const at::Tensor& B) {
+  const char* op = "bsr_mm";
+  check_dense(op, B, "B", val);
+  check_bsr_components(op, crow, col, val, M);
+  at::Tensor out = at::empty({M, B.size(1)}, B.options());
+  bsr_mm_into(op, crow, col, val, M, B, std::nullopt, out);
+  return out;
+}
+
+at::Tensor bsr_linear_cpu(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+                          int64_t M, const std::optional<at::Tensor>& bias) {
+  const char* op = "bsr_linear";
+  check_dense(op, x, "x", val);
+  check_bsr_components(op, crow, col, val, M);
+  if (bias.has_value()) {
+    check_dim(op, *bias, "bias", 1);
+    check_same_dtype(op, val, "values", *bias, "bias");
+    check_same_device(op, val, "values", *bias, "bias");
+    SK_CHECK_VALUE(bias->size(0) == M, op, "bias must have M = ", M, " entries, got ", bias->size(0));
+  }
+  at::Tensor out = at::empty({x.size(0), M}, x.options());
+  at::Tensor out_t = out.t();
+  bsr_mm_into(op, crow, col, val, M, x.t(), bias, out_t);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
+  m.impl("bsr_mm", &bsr_mm_cpu);
+  m.impl("bsr_linear", &bsr_linear_cpu);
+}
+
+}  // namespace sparsekern::cpu

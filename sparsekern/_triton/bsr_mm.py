@@ -1,0 +1,179 @@
+"""Triton BSR GEMM: the GPU implementation of bsr_mm and bsr_linear (one kernel, the orientation set by strides).
+
+One program per (block row, BLOCK_N output columns[, split]): it walks the block row's stored blocks, loads each
+(bm, bk) block and the matching (bk, BLOCK_N) tile of B, and accumulates `tl.dot` products in fp32 (tensor cores;
+fp32 operands as TF32 by default, see configs.FP32_INPUT_PRECISION). Blocks that are not a power of two >= 16
+are padded to one in registers with masked loads; ragged M, K and N are masked, so the format's padding is
+never read as data, and an out-of-range block column (unvalidated input) reads zeros instead of faulting.
+
+Decode regime (N <= 16): a block row is one program per 16 columns, too few to fill the GPU, so SPLIT_K
+programs share a block row's blocks (interleaved, for balance) and write fp32 partials that are summed after:
+deterministic, unlike atomics. Launch configs: a tuned table for the GPU (configs.BSR_MM_TUNED), else the
+autotuner keyed on (M, K, n_bucket(N), bm, bk, dtypes); the interpreter uses fixed defaults.
+bsr_linear reads x (T, K) as B = xᵀ and writes the (M, T) result through out's strides into the (T, M) output.
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .._checks import check_dim, check_same, fail
+from ..formats.bsr import check_bsr
+from . import configs
+
+
+@triton.jit
+def _bsr_mm_kernel(
+    crow_ptr, col_ptr, val_ptr, b_ptr, bias_ptr, out_ptr, ws_ptr,
+    M, N, K, n_bucket,
+    stride_vb, stride_vm, stride_vk, stride_bk, stride_bn, stride_om, stride_on,
+    BM: tl.constexpr, BK: tl.constexpr, BM_P2: tl.constexpr, BK_P2: tl.constexpr,
+    HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
+):
+    # n_bucket only keys the autotuner (batch sizes that share a config).
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    pid = tl.program_id(0)
+    # Block rows vary fastest: programs running together share one BLOCK_N-wide strip of B in L2.
+    mb = tl.cdiv(M, BM)
+    i = (pid % mb).to(tl.int64)
+    pid_n = pid // mb
+    split = tl.program_id(1)
+
+    offs_m = tl.arange(0, BM_P2)
+    offs_k = tl.arange(0, BK_P2)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_in_block = offs_m < BM
+    n_ok = offs_n < N
+    start = tl.load(crow_ptr + i).to(tl.int64)
+    end = tl.load(crow_ptr + i + 1).to(tl.int64)
+    acc = tl.zeros([BM_P2, BLOCK_N], dtype=tl.float32)
+    for j in range(start + split, end, SPLIT_K):
+        c = tl.load(col_ptr + j).to(tl.int64)
+        kk = c * BK + offs_k
+        k_ok = (offs_k < BK) & (kk >= 0) & (kk < K)
+        a = tl.load(
+            val_ptr + j * stride_vb + offs_m[:, None] * stride_vm + offs_k[None, :] * stride_vk,
+            mask=m_in_block[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            b_ptr + kk[:, None] * stride_bk + offs_n[None, :] * stride_bn,
+            mask=k_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        )
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    rows = i * BM + offs_m
+    out_mask = (m_in_block & (rows < M))[:, None] & n_ok[None, :]
+    if SPLIT_K == 1:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rows, mask=m_in_block & (rows < M), other=0.0).to(tl.float32)[:, None]
+        tl.store(
+            out_ptr + rows[:, None] * stride_om + offs_n[None, :] * stride_on,
+            acc.to(out_ptr.dtype.element_ty),
+            mask=out_mask,
+        )
+    else:
+        # fp32 partials, workspace (SPLIT_K, M, N) contiguous; bias and the cast are applied after the sum.
+        tl.store(ws_ptr + (split * M + rows[:, None]) * N + offs_n[None, :], acc, mask=out_mask)
+
+
+_KEY = ["M", "K", "n_bucket", "BM", "BK"]
+_autotuned = triton.autotune(
+    configs=configs.bsr_mm_candidates(decode=False), key=_KEY, prune_configs_by={"early_config_prune": configs.bsr_mm_prune}
+)(_bsr_mm_kernel)
+_autotuned_decode = triton.autotune(
+    configs=configs.bsr_mm_candidates(decode=True), key=_KEY, prune_configs_by={"early_config_prune": configs.bsr_mm_prune}
+)(_bsr_mm_kernel)
+
+# (M, K, n_bucket, bm, bk, dtype name) -> config dict, for every shape autotuned in this process.
+_tuned_here: dict[tuple, dict] = {}
+
+
+def tuned_entries() -> dict[tuple, dict]:
+    """The autotuner's choices made in this process, as entries for configs.BSR_MM_TUNED[<this GPU's name>]."""
+    return dict(_tuned_here)
+
+
+def _config_dict(c: triton.Config) -> dict:
+    return {**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}
+
+
+def _launch(crow, col, val, M, B, bias, out):
+    """out (M, N) = A @ B (+ bias[:, None]); B (K, N) and out may have any strides."""
+    K, N = B.shape
+    if M == 0 or N == 0:
+        return out
+    bm, bk = val.shape[1], val.shape[2]
+    MB = crow.numel() - 1
+    dtype_name = str(val.dtype).removeprefix("torch.")
+    on_gpu = B.device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
+    cfg = None
+    if on_gpu:
+        cfg = configs.bsr_mm_tuned(torch.cuda.get_device_name(B.device), M, K, N, bm, bk, dtype_name)
+    if cfg is None and not (on_gpu and configs.AUTOTUNE):
+        cfg = configs.bsr_mm_default(N, bm)
+    decode = N <= configs.BSR_MM_DECODE_N
+    max_split = cfg["SPLIT_K"] if cfg is not None else (max(c.kwargs["SPLIT_K"] for c in _autotuned_decode.configs) if decode else 1)
+    ws = torch.empty((max_split, M, N), dtype=torch.float32, device=B.device) if max_split > 1 else out
+    args = (
+        crow, col, val, B, bias if bias is not None else val, out, ws,
+        M, N, K, configs.n_bucket(N),
+        val.stride(0), val.stride(1), val.stride(2), B.stride(0), B.stride(1), out.stride(0), out.stride(1),
+    )
+    meta = dict(
+        BM=bm, BK=bk, BM_P2=max(16, triton.next_power_of_2(bm)), BK_P2=max(16, triton.next_power_of_2(bk)),
+        HAS_BIAS=bias is not None,
+        PRECISION=configs.FP32_INPUT_PRECISION if val.dtype == torch.float32 else None,
+        # The interpreter's tl.dot multiplies bf16 bit patterns as integers; fp32 products of bf16 values are
+        # exact, so widening first gives what the GPU's bf16 MMA (fp32 accumulation) computes.
+        UPCAST=not on_gpu and val.dtype == torch.bfloat16,
+    )
+
+    def grid(m):
+        return (MB * triton.cdiv(N, m["BLOCK_N"]), m["SPLIT_K"])
+
+    if cfg is not None:
+        _bsr_mm_kernel[grid(cfg)](*args, **meta, **cfg)
+        split = cfg["SPLIT_K"]
+    else:
+        tuner = _autotuned_decode if decode else _autotuned
+        tuner[grid](*args, **meta)
+        _tuned_here[(M, K, configs.n_bucket(N), bm, bk, dtype_name)] = _config_dict(tuner.best_config)
+        split = tuner.best_config.kwargs["SPLIT_K"]
+    if split > 1:
+        total = ws[:split].sum(0)
+        if bias is not None:
+            total += bias.float()[:, None]
+        out.copy_(total)
+    return out
+
+
+def _check(op, crow, col, val, M, dense, name):
+    where = f"sparsekern.{op}"
+    check_dim(where, dense, name, 2)
+    check_same(where, dense, name, val, "values")
+    K = dense.shape[0] if op == "bsr_mm" else dense.shape[1]
+    check_bsr(where, crow, col, val, (M, K), contents=False)
+
+
+def bsr_mm(crow, col, val, M, B):
+    _check("bsr_mm", crow, col, val, M, B, "B")
+    out = torch.empty((M, B.shape[1]), dtype=B.dtype, device=B.device)
+    return _launch(crow, col, val, M, B, None, out)
+
+
+def bsr_linear(x, crow, col, val, M, bias):
+    _check("bsr_linear", crow, col, val, M, x, "x")
+    if bias is not None:
+        check_same("sparsekern.bsr_linear", bias, "bias", val, "values")
+        if bias.shape != (M,):
+            fail("sparsekern.bsr_linear", ValueError, f"bias must have shape ({M},), got {tuple(bias.shape)}")
+    out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
+    _launch(crow, col, val, M, x.t(), bias, out.t())
+    return out

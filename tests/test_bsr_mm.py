@@ -1,0 +1,437 @@
+"""bsr_mm / bsr_linear: the C++ CPU kernel and the Triton kernel (interpreter without a GPU) against a float64
+dense reference, autograd, opcheck, torch.compile, and the errors bad input must raise."""
+
+import importlib
+
+import pytest
+import torch
+from conftest import DTYPES, assert_close, poison_cuda, requires_cuda  # noqa: F401
+from test_formats_bsr import random_block_sparse
+
+import sparsekern as sk
+
+BLOCKS = [(16, 16), (32, 32), (64, 64), (128, 128), (16, 64), (128, 32)]
+DENSITIES = [0.0, 0.5, 1.0]
+
+
+def reference_mm(W, B):
+    return W.double() @ B.double()
+
+
+def _padding_poisoned(W, blocksize):
+    """The BSR form of W with NaN in the padding of the edge blocks, which no kernel may read as data."""
+    A = sk.BSRMatrix.from_dense(W, blocksize)
+    bm, bk = blocksize
+    M, K = W.shape
+    rows = torch.repeat_interleave(torch.arange(A.block_shape[0]), A.crow_indices.diff())
+    val = A.values.clone()
+    for j in range(A.nblocks):
+        val[j, max(0, M - int(rows[j]) * bm) :, :] = float("nan")
+        val[j, :, max(0, K - int(A.col_indices[j]) * bk) :] = float("nan")
+    return sk.BSRMatrix(A.crow_indices, A.col_indices, val, A.shape)
+
+
+# ---------------------------------------------------------------------------------------------- CPU kernel
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocksize", BLOCKS)
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (33, 70, 5), (257, 130, 33), (200, 300, 64)])
+@pytest.mark.parametrize("density", DENSITIES)
+def test_bsr_mm_cpu(dtype, blocksize, M, K, N, density):
+    W = random_block_sparse(M, K, blocksize, density, dtype)
+    B = torch.randn(K, N).to(dtype)
+    out = sk.ops.bsr_mm(sk.BSRMatrix.from_dense(W, blocksize), B)
+    assert out.dtype == dtype and out.shape == (M, N)
+    assert_close(out, reference_mm(W, B), dtype, k=K)
+
+
+@pytest.mark.parametrize("blocksize", [(1, 1), (3, 5), (24, 40), (7, 128)])
+@pytest.mark.parametrize("N", [1, 17, 100])
+def test_bsr_mm_cpu_any_blocksize(blocksize, N):
+    W = random_block_sparse(61, 83, blocksize, 0.6)
+    B = torch.randn(83, N)
+    assert_close(sk.ops.bsr_mm(sk.BSRMatrix.from_dense(W, blocksize), B), reference_mm(W, B), torch.float32, k=83)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [(5,), (2, 3), (1,)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_sparse_linear_bsr_cpu(dtype, batch, with_bias):
+    M, K = 67, 130
+    W = random_block_sparse(M, K, (16, 32), 0.6, dtype)
+    x = torch.randn(*batch, K).to(dtype)
+    bias = torch.randn(M).to(dtype) if with_bias else None
+    y = sk.ops.sparse_linear(x, sk.BSRMatrix.from_dense(W, (16, 32)), bias)
+    ref = x.double() @ W.double().T + (bias.double() if with_bias else 0)
+    assert y.shape == (*batch, M) and y.dtype == dtype
+    assert_close(y, ref, dtype, k=K)
+
+
+def test_bsr_mm_empty_block_rows_and_columns():
+    W = random_block_sparse(100, 90, (16, 16), 0.7)
+    W[16:48] = 0  # two empty block rows
+    W[:, 32:64] = 0  # block columns never referenced
+    A = sk.BSRMatrix.from_dense(W, (16, 16))
+    assert (A.crow_indices.diff()[1:3] == 0).all()
+    B = torch.randn(90, 40)
+    out = sk.ops.bsr_mm(A, B)
+    assert bool((out[16:48] == 0).all())
+    assert_close(out, reference_mm(W, B), torch.float32, k=90)
+
+
+def test_bsr_mm_padding_is_never_read():
+    W = random_block_sparse(37, 50, (16, 32), 1.0)
+    A = _padding_poisoned(W, (16, 32))
+    B = torch.randn(50, 20)
+    assert_close(sk.ops.bsr_mm(A, B), reference_mm(W, B), torch.float32, k=50)
+    x = torch.randn(3, 50)
+    assert_close(sk.ops.sparse_linear(x, A), x.double() @ W.double().T, torch.float32, k=50)
+
+
+def test_bsr_mm_wide_N_column_slices():
+    """Many blocks per block row and a wide B: the kernel walks N in L2-sized column slices."""
+    W = random_block_sparse(40, 263, (16, 16), 1.0)
+    B = torch.randn(263, 600)
+    assert_close(sk.ops.bsr_mm(sk.BSRMatrix.from_dense(W, (16, 16)), B), reference_mm(W, B), torch.float32, k=263)
+
+
+def test_bsr_mm_int64_indices_noncontiguous_operands():
+    W = random_block_sparse(70, 50, (32, 16), 0.6)
+    A = sk.BSRMatrix.from_dense(W, (32, 16), index_dtype=torch.int64)
+    # Values as a transposed view (each block stored column-major), B column-major.
+    A = sk.BSRMatrix(A.crow_indices, A.col_indices, A.values.transpose(1, 2).contiguous().transpose(1, 2), A.shape)
+    B = torch.randn(30, 50).t()
+    assert_close(sk.ops.bsr_mm(A, B), reference_mm(W, B), torch.float32, k=50)
+
+
+def test_bsr_mm_duplicate_blocks_are_summed():
+    crow = torch.tensor([0, 2], dtype=torch.int32)
+    col = torch.tensor([0, 0], dtype=torch.int32)
+    val = torch.stack([torch.eye(16), 2 * torch.eye(16)])
+    A = sk.BSRMatrix(crow, col, val, (16, 16))
+    B = torch.randn(16, 3)
+    torch.testing.assert_close(sk.ops.bsr_mm(A, B), 3 * B)
+
+
+@pytest.mark.parametrize("M,K,N", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
+def test_bsr_mm_zero_sized(M, K, N):
+    A = sk.BSRMatrix.from_dense(torch.zeros(M, K), (16, 16))
+    out = sk.ops.bsr_mm(A, torch.randn(K, N))
+    assert out.shape == (M, N) and bool((out == 0).all())
+    y = sk.ops.sparse_linear(torch.randn(N, K), A)
+    assert y.shape == (N, M) and bool((y == 0).all())
+
+
+# ---------------------------------------------------------------------------------------------- autograd
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bsr_mm_backward_matches_dense(dtype):
+    M, K, N = 45, 70, 19
+    W = random_block_sparse(M, K, (16, 32), 0.6, dtype)
+    A = sk.BSRMatrix.from_dense(W, (16, 32))
+    A.values.requires_grad_(True)
+    B = torch.randn(K, N).to(dtype).requires_grad_(True)
+    R = torch.randn(M, N).to(dtype)
+    (sk.ops.bsr_mm(A, B) * R).sum().backward()
+
+    Wd = W.double().requires_grad_(True)
+    Bd = B.detach().double().requires_grad_(True)
+    (Wd @ Bd * R.double()).sum().backward()
+    assert_close(B.grad, Bd.grad, dtype, k=M)
+    grad_blocks = sk.BSRMatrix(A.crow_indices, A.col_indices, A.values.grad, A.shape).to_dense()
+    mask = A.to_dense() != 0
+    assert_close(grad_blocks[mask], Wd.grad[mask], dtype, k=N)
+    # Pruned blocks get no gradient; the edge blocks' padding gets zero.
+    assert A.values.grad.shape == A.values.shape
+    assert bool((A.values.grad[:, :, K % 32 :][A.col_indices == K // 32] == 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_sparse_linear_bsr_backward_matches_dense(dtype):
+    M, K = 40, 50
+    W = random_block_sparse(M, K, (16, 16), 0.7, dtype)
+    A = sk.BSRMatrix.from_dense(W, (16, 16))
+    A.values.requires_grad_(True)
+    x = torch.randn(2, 5, K).to(dtype).requires_grad_(True)
+    bias = torch.randn(M).to(dtype).requires_grad_(True)
+    R = torch.randn(2, 5, M).to(dtype)
+    (sk.ops.sparse_linear(x, A, bias) * R).sum().backward()
+
+    Wd, xd, bd = (t.detach().double().requires_grad_(True) for t in (W, x, bias))
+    ((xd @ Wd.T + bd) * R.double()).sum().backward()
+    assert_close(x.grad, xd.grad, dtype, k=M)
+    grad_dense = sk.BSRMatrix(A.crow_indices, A.col_indices, A.values.grad, A.shape).to_dense()
+    stored = sk.BSRMatrix(A.crow_indices, A.col_indices, torch.ones_like(A.values), A.shape).to_dense() != 0
+    assert_close(grad_dense[stored], Wd.grad[stored], dtype, k=10)
+    assert bool((grad_dense[~stored] == 0).all())
+    assert_close(bias.grad, bd.grad, dtype, k=10)
+
+
+def test_bsr_values_gradient_in_chunks(monkeypatch):
+    """The values gradient gathers blocks in bounded chunks; the result must not depend on the chunk size."""
+    mod = importlib.import_module("sparsekern.ops.bsr_mm")  # the module; sk.ops.bsr_mm is the function
+
+    W = random_block_sparse(64, 64, (16, 16), 0.8)
+    A = sk.BSRMatrix.from_dense(W, (16, 16))
+    G, B = torch.randn(64, 9), torch.randn(64, 9)
+    whole = mod.bsr_sddmm(A.crow_indices, A.col_indices, G, B, (16, 16))
+    monkeypatch.setattr(mod, "_SDDMM_CHUNK_ELEMENTS", 3 * 32 * 9)  # 3 blocks a chunk
+    torch.testing.assert_close(mod.bsr_sddmm(A.crow_indices, A.col_indices, G, B, (16, 16)), whole)
+    dense = G.double() @ B.double().T
+    blocks = dense.view(4, 16, 4, 16).transpose(1, 2)[A.to_dense().view(4, 16, 4, 16).transpose(1, 2).abs().sum((2, 3)) != 0]
+    assert_close(whole, blocks, torch.float32, k=9)
+
+
+# ---------------------------------------------------------------------------------------------- opcheck / compile
+
+
+def _opcheck_cases():
+    W = random_block_sparse(37, 40, (16, 16), 0.6)
+    A = sk.BSRMatrix.from_dense(W, (16, 16))
+    B = torch.randn(40, 5, requires_grad=True)
+    val = A.values.clone().requires_grad_(True)
+    x = torch.randn(6, 40, requires_grad=True)
+    bias = torch.randn(37, requires_grad=True)
+    return [
+        (torch.ops.sparsekern.bsr_mm.default, (A.crow_indices, A.col_indices, A.values, 37, B)),
+        (torch.ops.sparsekern.bsr_mm.default, (A.crow_indices, A.col_indices, val, 37, B.detach())),
+        (torch.ops.sparsekern.bsr_linear.default, (x, A.crow_indices, A.col_indices, val, 37, bias)),
+        (torch.ops.sparsekern.bsr_linear.default, (x.detach(), A.crow_indices, A.col_indices, A.values, 37, None)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_opcheck(case):
+    op, args = _opcheck_cases()[case]
+    torch.library.opcheck(op, args)
+
+
+def test_torch_compile_fullgraph():
+    W = random_block_sparse(50, 40, (16, 16), 0.7)
+    A = sk.BSRMatrix.from_dense(W, (16, 16))
+    B = torch.randn(40, 8)
+    x = torch.randn(3, 4, 40)
+    bias = torch.randn(50)
+
+    def f(A, B, x, bias):
+        return sk.ops.bsr_mm(A, B).relu().sum() + sk.ops.sparse_linear(x, A, bias).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(A, B, x, bias), f(A, B, x, bias))
+    # And through backward, values included.
+    x.requires_grad_(True)
+    A.values.requires_grad_(True)
+    compiled(A, B, x, bias).backward()
+    gx, gv = x.grad.clone(), A.values.grad.clone()
+    x.grad = A.values.grad = None
+    f(A, B, x, bias).backward()
+    torch.testing.assert_close(gx, x.grad)
+    torch.testing.assert_close(gv, A.values.grad)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def _good():
+    A = sk.BSRMatrix.from_dense(torch.randn(40, 33), (16, 16))  # 3 x 3 blocks, all kept
+    return A.crow_indices.clone(), A.col_indices.clone(), A.values.clone(), 40, torch.randn(33, 4)
+
+
+@pytest.mark.parametrize(
+    "mutate, exc, match",
+    [
+        (lambda c, i, v, M, B: (c, i, v, M, B.half()), TypeError, "same dtype"),
+        (lambda c, i, v, M, B: (c, i, v.double(), M, B.double()), TypeError, "float32, float16 or bfloat16"),
+        (lambda c, i, v, M, B: (c, i, v, M, B[None]), ValueError, "B must be 2-D"),
+        (lambda c, i, v, M, B: (c, i, v[:, 0], M, B), ValueError, "values must be 3-D"),
+        (lambda c, i, v, M, B: (c, i, v[:, :0], M, B), ValueError, "bm, bk >= 1"),
+        (lambda c, i, v, M, B: (c.float(), i, v, M, B), TypeError, "int32 or int64"),
+        (lambda c, i, v, M, B: (c, i.long(), v, M, B), TypeError, "dtype of crow_indices"),
+        (lambda c, i, v, M, B: (c, i[:-1], v, M, B), ValueError, "same number of blocks"),
+        (lambda c, i, v, M, B: (c, i, v, 60, B), ValueError, r"ceil\(M / bm\) \+ 1 = 5 entries for M = 60"),
+        (lambda c, i, v, M, B: (c, i, v, -1, B), ValueError, "M must be >= 0"),
+        (lambda c, i, v, M, B: (c + 1, i, v, M, B), ValueError, r"crow_indices\[0\] must be 0"),
+        (lambda c, i, v, M, B: (torch.tensor([0, 5, 3, 9], dtype=c.dtype), i, v, M, B), ValueError, "non-decreasing"),
+        (lambda c, i, v, M, B: (torch.tensor([0, 3, 6, 8], dtype=c.dtype), i, v, M, B), ValueError, r"crow_indices\[-1\] must equal nnz"),
+        (lambda c, i, v, M, B: (c, i + 1, v, M, B), IndexError, r"col_indices\[2\] = 3 is out of range for ceil\(K / bk\) = 3"),
+        (lambda c, i, v, M, B: (c, i - 1, v, M, B), IndexError, "out of range"),
+        (lambda c, i, v, M, B: (c, i, v, M, B[:32]), IndexError, r"out of range for ceil\(K / bk\) = 2 block columns \(K = 32"),
+        (lambda c, i, v, M, B: (c, i + 1, v, M, B[:, :0]), IndexError, "out of range"),
+    ],
+)
+def test_bsr_mm_op_rejects(mutate, exc, match):
+    args = mutate(*_good())
+    with pytest.raises(exc, match=f"sparsekern.bsr_mm: .*{match}"):
+        torch.ops.sparsekern.bsr_mm(*args)
+
+
+def test_bsr_linear_op_rejects():
+    crow, col, val, M, _ = _good()
+    with pytest.raises(ValueError, match="sparsekern.bsr_linear: bias must have M = 40"):
+        torch.ops.sparsekern.bsr_linear(torch.randn(2, 33), crow, col, val, M, torch.randn(4))
+    with pytest.raises(IndexError, match=r"sparsekern.bsr_linear: .*out of range for ceil\(K / bk\) = 1"):
+        torch.ops.sparsekern.bsr_linear(torch.randn(2, 16), crow, col, val, M, None)
+    with pytest.raises(TypeError, match="sparsekern.bsr_linear: .*same dtype"):
+        torch.ops.sparsekern.bsr_linear(torch.randn(2, 33), crow, col, val, M, torch.randn(40).half())
+
+
+def test_bsr_entry_points_reject():
+    crow, col, val, M, B = _good()
+    A = sk.BSRMatrix(crow, col, val, (40, 33))
+    with pytest.raises(ValueError, match=r"sparsekern.bsr_mm: A is \(40, 33\) but B has 4 rows"):
+        sk.ops.bsr_mm(A, torch.randn(4, 3))
+    with pytest.raises(TypeError, match="sparsekern.bsr_mm: A must be a BSRMatrix"):
+        sk.ops.bsr_mm(A.to_dense(), B)
+    with pytest.raises(ValueError, match="sparsekern.bsr_mm: B and A.values must be on the same device"):
+        sk.ops.bsr_mm(A, B.to("meta"))
+    with pytest.raises(ValueError, match=r"sparsekern.sparse_linear: A is \(40, 33\) but x has shape"):
+        sk.ops.sparse_linear(torch.randn(3, 4), A)
+    bad = sk.BSRMatrix(crow, col + 5, val, (40, 33), validate=False)
+    with pytest.raises(IndexError, match="sparsekern.bsr_mm: col_indices.* out of range"):
+        sk.ops.bsr_mm(bad, B, validate=True)
+    with pytest.raises(IndexError, match="sparsekern.sparse_linear: col_indices.* out of range"):
+        sk.ops.sparse_linear(torch.randn(2, 33), bad, validate=True)
+
+
+# ---------------------------------------------------------------------------------------------- Triton
+
+_TRITON_SHAPES = [(1, 1, 1), (33, 70, 5), (130, 100, 40)]
+
+
+def _device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _tol_dtype(dtype):
+    # On a GPU fp32 runs as TF32 (10-bit mantissa): compare like fp16. The interpreter computes in fp32.
+    return torch.float16 if dtype == torch.float32 and torch.cuda.is_available() else dtype
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocksize", [(16, 16), (32, 32), (64, 64), (128, 128), (16, 64)])
+@pytest.mark.parametrize("M,K,N", _TRITON_SHAPES)
+@pytest.mark.parametrize("density", [0.0, 0.5, 1.0])
+def test_triton_bsr_mm(dtype, blocksize, M, K, N, density):
+    from sparsekern._triton.bsr_mm import bsr_mm
+
+    W = random_block_sparse(M, K, blocksize, density, dtype, _device())
+    A = sk.BSRMatrix.from_dense(W, blocksize)
+    B = torch.randn(K, N).to(dtype).to(_device())
+    out = bsr_mm(A.crow_indices, A.col_indices, A.values, M, B)
+    assert out.shape == (M, N) and out.dtype == dtype
+    assert_close(out, reference_mm(W, B), _tol_dtype(dtype), k=K)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocksize", [(32, 32), (24, 40), (3, 5)])
+def test_triton_bsr_linear_and_padding(dtype, blocksize):
+    """Non-power-of-two blocks are padded in registers; NaN in the format's padding must not leak."""
+    from sparsekern._triton.bsr_mm import bsr_linear
+
+    M, K, T = 45, 71, 6
+    W = random_block_sparse(M, K, blocksize, 0.7, dtype)
+    A = _padding_poisoned(W, blocksize).to(_device())
+    x = torch.randn(T, K).to(dtype).to(_device())
+    bias = torch.randn(M).to(dtype).to(_device())
+    y = bsr_linear(x, A.crow_indices, A.col_indices, A.values, M, bias)
+    assert y.shape == (T, M)
+    assert_close(y, x.double() @ W.double().T.to(_device()) + bias.double(), _tol_dtype(dtype), k=K)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("split", [2, 4])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_triton_bsr_split_k(monkeypatch, split, with_bias):
+    """The decode path: a block row's blocks shared by SPLIT_K programs, fp32 partials summed after."""
+    from sparsekern._triton import bsr_mm as mod
+    from sparsekern._triton import configs
+
+    monkeypatch.setattr(configs, "bsr_mm_default", lambda N, bm: {"BLOCK_N": 16, "SPLIT_K": split, "num_warps": 4, "num_stages": 2})
+    monkeypatch.setattr(configs, "AUTOTUNE", False)
+    monkeypatch.setattr(configs, "BSR_MM_TUNED", {})
+    M, K, N = 50, 150, 3
+    W = random_block_sparse(M, K, (16, 16), 0.6, torch.float16, _device())
+    A = sk.BSRMatrix.from_dense(W, (16, 16))
+    B = torch.randn(K, N, dtype=torch.float16, device=_device())
+    assert_close(mod.bsr_mm(A.crow_indices, A.col_indices, A.values, M, B), reference_mm(W, B), torch.float16, k=K)
+    x = B.t().contiguous()
+    bias = torch.randn(M, dtype=torch.float16, device=_device()) if with_bias else None
+    ref = x.double() @ W.double().T + (bias.double() if with_bias else 0)
+    assert_close(mod.bsr_linear(x, A.crow_indices, A.col_indices, A.values, M, bias), ref, torch.float16, k=K)
+
+
+@pytest.mark.triton
+def test_triton_launchers_reject():
+    from sparsekern._triton.bsr_mm import bsr_linear, bsr_mm
+
+    crow, col, val, M, B = _good()
+    with pytest.raises(TypeError, match="sparsekern.bsr_mm: B and values must have the same dtype"):
+        bsr_mm(crow, col, val, M, B.half())
+    with pytest.raises(ValueError, match="sparsekern.bsr_mm: B must be 2-D"):
+        bsr_mm(crow, col, val, M, B[0])
+    with pytest.raises(ValueError, match=r"sparsekern.bsr_mm: crow_indices must have ceil\(M / bm\) \+ 1"):
+        bsr_mm(crow, col, val, 70, B)
+    with pytest.raises(ValueError, match=r"sparsekern.bsr_linear: bias must have shape \(40,\)"):
+        bsr_linear(B.t().contiguous(), crow, col, val, M, torch.randn(3))
+
+
+def test_triton_configs():
+    from sparsekern._triton import configs
+
+    assert [configs.n_bucket(n) for n in (1, 16, 17, 4096)] == [1, 16, 32, 4096]
+    decode = configs.bsr_mm_candidates(decode=True)
+    assert {c.kwargs["BLOCK_N"] for c in decode} == {16} and {c.kwargs["SPLIT_K"] for c in decode} == {1, 2, 4, 8}
+    wide = configs.bsr_mm_candidates(decode=False)
+    kept = configs.bsr_mm_prune(wide, {"N": 40}, BM_P2=128)
+    assert kept and all(c.kwargs["BLOCK_N"] <= 64 for c in kept)
+    assert all(c.num_warps == 8 for c in kept if c.kwargs["BLOCK_N"] == 128)
+    entry = {"BLOCK_N": 64, "SPLIT_K": 1, "num_warps": 8, "num_stages": 4}
+    table = {"GPU X": {(4096, 4096, 32, 64, 64, "float16"): entry}}
+    orig, configs.BSR_MM_TUNED = configs.BSR_MM_TUNED, table
+    try:
+        assert configs.bsr_mm_tuned("GPU X", 4096, 4096, 20, 64, 64, "float16") == entry  # N=20 -> bucket 32
+        assert configs.bsr_mm_tuned("GPU X", 4096, 4096, 64, 64, 64, "float16") is None
+        assert configs.bsr_mm_tuned("GPU Y", 4096, 4096, 20, 64, 64, "float16") is None
+    finally:
+        configs.BSR_MM_TUNED = orig
+
+
+# ---------------------------------------------------------------------------------------------- CUDA
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocksize", [(16, 16), (32, 32), (64, 64), (128, 128)])
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (257, 1000, 7), (1000, 257, 16), (512, 512, 300)])
+@pytest.mark.parametrize("density", [0.0, 0.1, 1.0])
+def test_bsr_mm_cuda(dtype, blocksize, M, K, N, density, poison_cuda):
+    W = random_block_sparse(M, K, blocksize, density, dtype, "cuda")
+    A = sk.BSRMatrix.from_dense(W, blocksize)
+    B = torch.randn(K, N, device="cuda").to(dtype)
+    assert_close(sk.ops.bsr_mm(A, B), reference_mm(W, B), _tol_dtype(dtype), k=K)
+    x = torch.randn(3, N, K, device="cuda").to(dtype)
+    bias = torch.randn(M, device="cuda").to(dtype)
+    ref = x.double() @ W.double().T + bias.double()
+    assert_close(sk.ops.sparse_linear(x, A, bias), ref, _tol_dtype(dtype), k=K)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_bsr_cuda_backward_and_opcheck():
+    W = random_block_sparse(80, 64, (32, 32), 0.5, device="cuda")
+    A = sk.BSRMatrix.from_dense(W, (32, 32))
+    A.values.requires_grad_(True)
+    x = torch.randn(5, 64, device="cuda", requires_grad=True)
+    sk.ops.sparse_linear(x, A).sum().backward()
+    Wd = W.double().requires_grad_(True)
+    xd = x.detach().double().requires_grad_(True)
+    (xd @ Wd.T).sum().backward()
+    assert_close(x.grad, xd.grad, torch.float16, k=80)
+    torch.library.opcheck(
+        torch.ops.sparsekern.bsr_mm.default, (A.crow_indices, A.col_indices, A.values.detach(), 80, x.detach().t())
+    )
