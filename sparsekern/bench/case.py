@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,3 +27,24 @@ def random_weight(M: int, K: int, sparsity: float, dtype: torch.dtype, device: t
     W = torch.randn(M, K, generator=g)
     W[torch.rand(M, K, generator=g) < sparsity] = 0
     return W.to(device=device, dtype=dtype)
+
+
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache (Linux sysfs); 0 when unknown."""
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        text = open(path).read().strip()
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        sizes.append(int(text.rstrip("KMG")) * scale)
+    return max(sizes, default=0)
+
+
+def rotation_copies(dense_weight_bytes: int, device: torch.device, most: int = 24) -> int:
+    """How many distinct copies of a problem to rotate through so that each call reads its weight from memory,
+    as in a real model whose weights exceed the caches. On a GPU, do_bench flushes L2 anyway: a few copies.
+    On a CPU, enough copies of the dense weight to fill twice the last-level cache (which can be hundreds of
+    MiB on server parts)."""
+    if device.type == "cuda":
+        return 4
+    llc = last_level_cache_bytes() or 64 << 20
+    return max(2, min(most, math.ceil(2 * llc / max(dense_weight_bytes, 1))))

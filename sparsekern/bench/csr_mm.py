@@ -9,16 +9,15 @@ import torch
 
 from ..formats import CSRMatrix
 from ..ops import csr_mm
-from .case import Case, random_weight
-
-COPIES = 4  # distinct weight/input copies rotated through, so no call re-reads a warm weight
+from .case import Case, random_weight, rotation_copies
 
 
 def cases(preset: dict, device: torch.device):
     for dtype in preset["dtypes"]:
         for M, K in preset["shapes"]:
+            copies = rotation_copies(M * K * torch.tensor([], dtype=dtype).element_size(), device)
             for sparsity in preset["sparsities"]:
-                W = [random_weight(M, K, sparsity, dtype, device, seed=i) for i in range(COPIES)]
+                W = [random_weight(M, K, sparsity, dtype, device, seed=i) for i in range(copies)]
                 A = [CSRMatrix.from_dense(w) for w in W]
                 with warnings.catch_warnings():  # torch's "sparse CSR is in beta" notice
                     warnings.simplefilter("ignore", UserWarning)
@@ -26,7 +25,7 @@ def cases(preset: dict, device: torch.device):
                 nnz = A[0].nnz
                 idx_bytes = A[0].col_indices.element_size()
                 for N in preset["ns"]:
-                    B = [torch.randn(K, N, device=device, dtype=dtype) for _ in range(COPIES)]
+                    B = [torch.randn(K, N, device=device, dtype=dtype) for _ in range(copies)]
                     elt = B[0].element_size()
                     io_bytes = (K * N + M * N) * elt
                     yield Case(
