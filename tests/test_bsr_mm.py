@@ -89,11 +89,16 @@ def test_bsr_mm_padding_is_never_read():
     assert_close(sk.ops.sparse_linear(x, A), x.double() @ W.double().T, torch.float32, k=50)
 
 
-def test_bsr_mm_wide_N_column_slices():
-    """Many blocks per block row and a wide B: the kernel walks N in L2-sized column slices."""
-    W = random_block_sparse(40, 263, (16, 16), 1.0)
-    B = torch.randn(263, 600)
-    assert_close(sk.ops.bsr_mm(sk.BSRMatrix.from_dense(W, (16, 16)), B), reference_mm(W, B), torch.float32, k=263)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_bsr_mm_wide_N_panels(dtype, transposed):
+    """N > 64: B is staged in 64-column panels (the last one partly padding), from any strides and dtype."""
+    W = random_block_sparse(40, 263, (16, 16), 0.8, dtype)
+    B = torch.randn(600, 263).to(dtype).t() if transposed else torch.randn(263, 600).to(dtype)
+    A = sk.BSRMatrix.from_dense(W, (16, 16))
+    assert_close(sk.ops.bsr_mm(A, B), reference_mm(W, B), dtype, k=263)
+    x = B.t()  # (600, 263): the Linear orientation stages x.T the same way
+    assert_close(sk.ops.sparse_linear(x, A), x.double() @ W.double().T, dtype, k=263)
 
 
 def test_bsr_mm_int64_indices_noncontiguous_operands():

@@ -1,7 +1,7 @@
 // CPU kernels of bsr_mm and bsr_linear: dense block micro-GEMMs over the stored blocks (bsr_mm_kernel.h),
 // parallel over block rows balanced by their number of stored blocks. The dense operand is staged once per
-// call as fp32 with its columns padded to a multiple of 16 (a copy only when it is not already so), which lets
-// the micro-kernel use whole vectors everywhere. bsr_linear reads x.T as that operand (T*K elements, small next
+// call as fp32 column panels padded to a multiple of 16 columns (no copy for an fp32 B of <= 64 columns that
+// already is one), which lets the micro-kernel use whole vectors everywhere. bsr_linear reads x.T as that operand (T*K elements, small next
 // to the nblocks*bm*bk*T multiply-adds) and writes the (M, T) result through strides into the (T, M) output, so
 // A is never transposed or copied.
 #include <ATen/ATen.h>
@@ -23,6 +23,7 @@ namespace sparsekern::cpu {
 namespace {
 
 constexpr int64_t kColumnPad = 16;  // a multiple of every vector width (16 fp32 = one AVX-512 register)
+constexpr int64_t kPanel = 64;      // B panel width: the AVX-512 register tile's 4 x 16 columns
 
 // Cheap checks of the components (no reads of index contents) against the logical M.
 void check_bsr_components(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
@@ -81,17 +82,43 @@ bool parallel_over_block_rows(const index_t* crow, int64_t MB, const Fn& fn) {
   return ok.load();
 }
 
-// B (K, N), any strides and float dtype -> fp32 (K, Np) with unit column stride and zero columns [N, Np); B
-// itself when it already is one (fp32, N a multiple of 16, rows contiguous).
-at::Tensor stage_dense(const at::Tensor& B) {
+// B staged for the micro-kernel: `count` column panels of `width` fp32 columns (a multiple of 16, zeros past
+// N), panel p at data + p * panel_stride with row stride ldb.
+struct Panels {
+  at::Tensor data;
+  int64_t panel_stride, ldb, width, count;
+};
+
+// Up to kPanel columns: one panel of N rounded up to 16 columns; B itself when it already is one (fp32, N a
+// multiple of 16, unit column stride). Wider B: (count, K, kPanel) panels. A block's B rows then are one
+// contiguous run of bk * 256 bytes whatever N is; read straight from a (K, N) B with N a power of two they would
+// stride by N*4 bytes onto a few cache sets (at N = 1024 the kernel ran 1.5x slower, at 4096 2.3x, per column).
+// The copy costs K*N elements against nblocks*bm*bk*N multiply-adds; a plain loop, because for the small B of
+// the decode regime TensorIterator's fixed cost would exceed the kernel's.
+Panels stage_panels(const at::Tensor& B) {
   const int64_t K = B.size(0), N = B.size(1);
   const int64_t Np = (N + kColumnPad - 1) / kColumnPad * kColumnPad;
-  if (B.scalar_type() == at::kFloat && Np == N && B.stride(1) == 1 && (K <= 1 || B.stride(0) >= N))
-    return B;
-  at::Tensor P = at::empty({K, Np}, B.options().dtype(at::kFloat));
-  P.narrow(1, 0, N).copy_(B);
-  P.narrow(1, N, Np - N).zero_();
-  return P;
+  if (Np == N && N <= kPanel && B.scalar_type() == at::kFloat && B.stride(1) == 1 && (K <= 1 || B.stride(0) >= N))
+    return {B, 0, B.stride(0), Np, 1};
+  const int64_t width = std::min(Np, kPanel), count = (Np + width - 1) / width;
+  at::Tensor P = at::empty({count, K, width}, B.options().dtype(at::kFloat));
+  float* dst = P.data_ptr<float>();
+  const int64_t sk = B.stride(0), sn = B.stride(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, B.scalar_type(), "sparsekern_bsr_stage", [&] {
+    const scalar_t* src = B.data_ptr<scalar_t>();
+    at::parallel_for(0, K, std::max<int64_t>(1, (1 << 15) / Np), [&](int64_t k0, int64_t k1) {
+      for (int64_t p = 0; p < count; ++p) {
+        const int64_t n0 = p * width, w = std::min(width, N - n0);
+        for (int64_t k = k0; k < k1; ++k) {
+          float* d = dst + (p * K + k) * width;
+          const scalar_t* s = src + k * sk + n0 * sn;
+          for (int64_t n = 0; n < w; ++n) d[n] = static_cast<float>(s[n * sn]);
+          for (int64_t n = w; n < width; ++n) d[n] = 0.f;
+        }
+      }
+    });
+  });
+  return {P, K * width, width, width, count};
 }
 
 // out (M, N), any strides: out = A @ B + bias[:, None], with B (K, N) and A given by its components.
@@ -111,19 +138,19 @@ void bsr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
         if (c[j] < 0 || c[j] >= KB) throw_bad_block_column<index_t>(op, col_c, K, bk);
       return;
     }
-    const at::Tensor val_f = as_float_contiguous(val), B_f = stage_dense(B);
+    const at::Tensor val_f = as_float_contiguous(val);
+    const Panels panels = stage_panels(B);
     const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "sparsekern_bsr_mm", [&] {
       const index_t* col_p = col_c.data_ptr<index_t>();
       const float* val_p = val_f.data_ptr<float>();
-      const float* B_p = B_f.data_ptr<float>();
-      const int64_t ldb = B_f.stride(0);
+      const float* B_p = panels.data.data_ptr<float>();
       const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
       scalar_t* out_p = out.data_ptr<scalar_t>();
-      const int64_t osm = out.stride(0), osn = out.stride(1), Np = B_f.size(1);
+      const int64_t osm = out.stride(0), osn = out.stride(1);
       const bool ok = parallel_over_block_rows(crow_p, MB, [&](int64_t i0, int64_t i1) {
-        return SK_ISA_DISPATCH(bsr_mm_block_rows, crow_p, col_p, val_p, bm, bk, B_p, ldb, K, N, Np, bias_p, out_p,
-                               osm, osn, M, i0, i1);
+        return SK_ISA_DISPATCH(bsr_mm_block_rows, crow_p, col_p, val_p, bm, bk, B_p, panels.panel_stride,
+                               panels.ldb, panels.width, panels.count, K, N, bias_p, out_p, osm, osn, M, i0, i1);
       });
       if (!ok) throw_bad_block_column<index_t>(op, col_c, K, bk);
     });

@@ -3,8 +3,8 @@
 // out[rows of block row i, :] = sum over i's stored blocks j of V_j (bm x bk) @ B[bk rows of block column c_j, :].
 // A register tile of MR output rows x NV vectors of columns stays in registers across all stored blocks of the
 // block row: per k, NV vector loads of one B row feed MR*NV FMAs, each with a broadcast of one block element.
-// The B rows a block row touches (nblocks_in_row * bk rows of an NC-column slice) are sized to stay in L2, so
-// the bm/MR row groups re-read them from cache, not memory. Rows past M (padding of the last block row) are
+// B comes in column panels (see bsr_mm.cpp): the rows of one panel that a block row touches (nblocks_in_row *
+// bk rows, 256 bytes each) stay in L2 while its bm/MR row groups re-read them. Rows past M (padding of the last block row) are
 // never computed; block columns past K are cut at K, so padding is never read as data.
 //
 // GCC vector extensions give portable vector code; the width and tile shape follow the namespace's instruction
@@ -88,14 +88,13 @@ inline bool bsr_tile_store(const index_t* col, int64_t j0, int64_t j1, const flo
   return true;
 }
 
-// All row groups of rows [r_begin, r_end) of one block row for the column slice [n_begin, n_end): main tiles of
-// kBsrMR rows, then 4/2/1-row remainders; kBsrNV vectors of columns, then narrower remainders.
+// One row group (MR rows from r0 of one block row) across a panel's columns [0, n_end): tiles of kBsrNV vectors,
+// then narrower ones. Output columns past N (the panel's zero padding) are computed but not stored.
 template <int MR, typename index_t, typename out_t>
 inline bool bsr_row_group(const index_t* col, int64_t j0, int64_t j1, const float* val, int64_t bm, int64_t bk,
-                          int64_t r0, const float* B, int64_t ldb, int64_t K, int64_t KB, int64_t n_begin,
-                          int64_t n_end, int64_t N, const float* bias, int64_t m0, out_t* out, int64_t osm,
-                          int64_t osn) {
-  int64_t n0 = n_begin;
+                          int64_t r0, const float* B, int64_t ldb, int64_t K, int64_t KB, int64_t n_end, int64_t N,
+                          const float* bias, int64_t m0, out_t* out, int64_t osm, int64_t osn) {
+  int64_t n0 = 0;
   bool ok = true;
   for (; ok && n_end - n0 >= kBsrNV * kBsrVec; n0 += kBsrNV * kBsrVec)
     ok = bsr_tile_store<MR, kBsrNV>(col, j0, j1, val, bm, bk, r0, B, ldb, K, KB, n0, N, bias, m0, out, osm, osn);
@@ -106,39 +105,43 @@ inline bool bsr_row_group(const index_t* col, int64_t j0, int64_t j1, const floa
   return ok;
 }
 
-// Block rows [i0, i1). B is (K, ldb) fp32 with its columns padded with zeros to Np, a multiple of 16 floats (so
-// of every vector width); val is (nblocks, bm, bk) fp32; bias (per row, may be null) seeds the accumulators.
-// out (M, N) may have any strides. Returns false on a block column index outside [0, ceil(K / bk)).
+// Block rows [i0, i1). B is staged as npanels column panels, panel p holding columns [p*P, p*P + P) as a (K, P)
+// fp32 matrix with row stride ldb at B + p * panel_stride; P is a multiple of 16 floats (so of every vector
+// width) and columns past N are zeros. Panel by panel, so the panel rows the block rows touch are re-read from
+// L2 while the block rows' values (a few hundred KiB: the caller hands out small ranges) stay there too. val is
+// (nblocks, bm, bk) fp32; bias (per row, may be null) seeds the accumulators; out (M, N) may have any strides.
+// Returns false on a block column outside [0, ceil(K / bk)).
 template <typename index_t, typename out_t>
 bool bsr_mm_block_rows(const index_t* crow, const index_t* col, const float* val, int64_t bm, int64_t bk,
-                       const float* B, int64_t ldb, int64_t K, int64_t N, int64_t Np, const float* bias,
-                       out_t* out, int64_t osm, int64_t osn, int64_t M, int64_t i0, int64_t i1) {
+                       const float* B, int64_t panel_stride, int64_t ldb, int64_t P, int64_t npanels, int64_t K,
+                       int64_t N, const float* bias, out_t* out, int64_t osm, int64_t osn, int64_t M, int64_t i0,
+                       int64_t i1) {
   const int64_t KB = (K + bk - 1) / bk;
-  constexpr int64_t kL2Floats = 128 * 1024;  // 512 KiB of B rows per block row: a quarter of a 2 MiB L2
-  for (int64_t i = i0; i < i1; ++i) {
-    const int64_t j0 = crow[i], j1 = crow[i + 1];
-    const int64_t m0 = i * bm, rows = std::min(bm, M - m0);
-    // Column slice width: the B rows this block row touches, NC columns wide, fit the L2 budget.
-    const int64_t touched = std::max<int64_t>(1, (j1 - j0) * bk);
-    const int64_t step = kBsrNV * kBsrVec;
-    const int64_t NC = std::max<int64_t>(step, kL2Floats / touched / step * step);
-    for (int64_t nb = 0; nb < Np; nb += NC) {
-      const int64_t ne = std::min(Np, nb + NC);
+  for (int64_t p = 0; p < npanels; ++p) {
+    const float* panel = B + p * panel_stride;
+    out_t* o = out + p * P * osn;
+    const int64_t n_left = N - p * P, n_end = std::min(P, (n_left + 15) / 16 * 16);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t j0 = crow[i], j1 = crow[i + 1];
+      const int64_t m0 = i * bm, rows = std::min(bm, M - m0);
       int64_t r0 = 0;
       bool ok = true;
       for (; ok && rows - r0 >= kBsrMR; r0 += kBsrMR)
-        ok = bsr_row_group<kBsrMR>(col, j0, j1, val, bm, bk, r0, B, ldb, K, KB, nb, ne, N, bias, m0 + r0, out,
-                                   osm, osn);
+        ok = bsr_row_group<kBsrMR>(col, j0, j1, val, bm, bk, r0, panel, ldb, K, KB, n_end, n_left, bias, m0 + r0,
+                                   o, osm, osn);
       if (ok && rows - r0 >= 4) {
-        ok = bsr_row_group<4>(col, j0, j1, val, bm, bk, r0, B, ldb, K, KB, nb, ne, N, bias, m0 + r0, out, osm, osn);
+        ok = bsr_row_group<4>(col, j0, j1, val, bm, bk, r0, panel, ldb, K, KB, n_end, n_left, bias, m0 + r0, o, osm,
+                              osn);
         r0 += 4;
       }
       if (ok && rows - r0 >= 2) {
-        ok = bsr_row_group<2>(col, j0, j1, val, bm, bk, r0, B, ldb, K, KB, nb, ne, N, bias, m0 + r0, out, osm, osn);
+        ok = bsr_row_group<2>(col, j0, j1, val, bm, bk, r0, panel, ldb, K, KB, n_end, n_left, bias, m0 + r0, o, osm,
+                              osn);
         r0 += 2;
       }
       if (ok && rows - r0 >= 1)
-        ok = bsr_row_group<1>(col, j0, j1, val, bm, bk, r0, B, ldb, K, KB, nb, ne, N, bias, m0 + r0, out, osm, osn);
+        ok = bsr_row_group<1>(col, j0, j1, val, bm, bk, r0, panel, ldb, K, KB, n_end, n_left, bias, m0 + r0, o, osm,
+                              osn);
       if (!ok) return false;
     }
   }
