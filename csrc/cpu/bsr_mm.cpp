@@ -1,9 +1,10 @@
 // CPU kernels of bsr_mm and bsr_linear: dense block micro-GEMMs over the stored blocks (bsr_mm_kernel.h),
 // parallel over block rows balanced by their number of stored blocks. The dense operand is staged once per
 // call as fp32 column panels padded to a multiple of 16 columns (no copy for an fp32 B of <= 64 columns that
-// already is one), which lets the micro-kernel use whole vectors everywhere. bsr_linear reads x.T as that operand (T*K elements, small next
-// to the nblocks*bm*bk*T multiply-adds) and writes the (M, T) result through strides into the (T, M) output, so
-// A is never transposed or copied.
+// already is one), which lets the micro-kernel use whole vectors everywhere. bsr_linear stages x.T as that
+// operand (T*K elements, small next to the nblocks*bm*bk*T multiply-adds) and writes the (M, T) result through
+// strides into the (T, M) output, so A is never transposed or copied. fp16/bf16 values are widened to fp32 once
+// per call (as in csr_mm); accumulation is fp32.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
