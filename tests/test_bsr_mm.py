@@ -2,6 +2,7 @@
 dense reference, autograd, opcheck, torch.compile, and the errors bad input must raise."""
 
 import importlib
+import inspect
 
 import pytest
 import torch
@@ -391,9 +392,14 @@ def test_triton_configs():
     decode = configs.bsr_mm_candidates(decode=True)
     assert {c.kwargs["BLOCK_N"] for c in decode} == {16} and {c.kwargs["SPLIT_K"] for c in decode} == {1, 2, 4, 8}
     wide = configs.bsr_mm_candidates(decode=False)
-    kept = configs.bsr_mm_prune(wide, {"N": 40}, BM_P2=128)
+    half, single = torch.empty(0, dtype=torch.float16), torch.empty(0, dtype=torch.float32)
+    kept = configs.bsr_mm_prune(wide, {"N": 40, "val_ptr": half}, BM_P2=128, BK_P2=128)
     assert kept and all(c.kwargs["BLOCK_N"] <= 64 for c in kept)
     assert all(c.num_warps == 8 for c in kept if c.kwargs["BLOCK_N"] == 128)
+    # fp32 128 x 128 blocks: a 128-wide tile with 4 buffers would need 4 * 128 KiB of shared memory.
+    kept = configs.bsr_mm_prune(wide, {"N": 4096, "val_ptr": single}, BM_P2=128, BK_P2=128)
+    assert kept and all(max(1, c.num_stages - 1) * (128 * 128 + 128 * c.kwargs["BLOCK_N"]) * 4 <= 163 * 1024 for c in kept)
+    assert len(kept) < len(wide)
     entry = {"BLOCK_N": 64, "SPLIT_K": 1, "num_warps": 8, "num_stages": 4}
     table = {"GPU X": {(4096, 4096, 32, 64, 64, "float16"): entry}}
     orig, configs.BSR_MM_TUNED = configs.BSR_MM_TUNED, table
@@ -405,6 +411,15 @@ def test_triton_configs():
         configs.BSR_MM_TUNED = orig
 
 
+def test_tune_tool_needs_a_gpu(capsys):
+    from sparsekern._triton import bsr_mm_tune
+
+    assert bsr_mm_tune._pairs("4096x4096,11008x4096") == [(4096, 4096), (11008, 4096)]
+    if not torch.cuda.is_available():
+        assert bsr_mm_tune.main(["--ns", "1"]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------- CUDA
 
 
@@ -414,7 +429,10 @@ def test_triton_configs():
 @pytest.mark.parametrize("blocksize", [(16, 16), (32, 32), (64, 64), (128, 128)])
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (257, 1000, 7), (1000, 257, 16), (512, 512, 300)])
 @pytest.mark.parametrize("density", [0.0, 0.1, 1.0])
-def test_bsr_mm_cuda(dtype, blocksize, M, K, N, density, poison_cuda):
+def test_bsr_mm_cuda(monkeypatch, dtype, blocksize, M, K, N, density, poison_cuda):
+    from sparsekern._triton import configs
+
+    monkeypatch.setattr(configs, "AUTOTUNE", False)  # the default configs; autotuning is tested below
     W = random_block_sparse(M, K, blocksize, density, dtype, "cuda")
     A = sk.BSRMatrix.from_dense(W, blocksize)
     B = torch.randn(K, N, device="cuda").to(dtype)
@@ -423,6 +441,42 @@ def test_bsr_mm_cuda(dtype, blocksize, M, K, N, density, poison_cuda):
     bias = torch.randn(M, device="cuda").to(dtype)
     ref = x.double() @ W.double().T + bias.double()
     assert_close(sk.ops.sparse_linear(x, A, bias), ref, _tol_dtype(dtype), k=K)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("N", [8, 200])
+def test_bsr_mm_cuda_every_candidate_config(monkeypatch, N, poison_cuda):
+    """Each autotune candidate (the autotuner only times them) gives the right result, split-K included."""
+    from sparsekern._triton import bsr_mm as mod
+    from sparsekern._triton import configs
+
+    M, K = 300, 500
+    W = random_block_sparse(M, K, (64, 64), 0.5, torch.float16, "cuda")
+    A = sk.BSRMatrix.from_dense(W, (64, 64))
+    B = torch.randn(K, N, device="cuda", dtype=torch.float16)
+    ref = reference_mm(W, B)
+    for c in configs.bsr_mm_candidates(decode=N <= configs.BSR_MM_DECODE_N):
+        cfg = {**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}
+        monkeypatch.setattr(configs, "bsr_mm_tuned", lambda *args, cfg=cfg: cfg)
+        assert_close(mod.bsr_mm(A.crow_indices, A.col_indices, A.values, M, B), ref, torch.float16, k=K)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_bsr_mm_cuda_autotuned(monkeypatch):
+    from sparsekern._triton import bsr_mm as mod
+    from sparsekern._triton import configs
+
+    monkeypatch.setattr(configs, "AUTOTUNE", True)
+    monkeypatch.setattr(configs, "BSR_MM_TUNED", {})
+    M, K = 512, 768
+    W = random_block_sparse(M, K, (32, 32), 0.8, torch.bfloat16, "cuda")
+    A = sk.BSRMatrix.from_dense(W, (32, 32))
+    for N in (4, 100):
+        B = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
+        assert_close(sk.ops.bsr_mm(A, B), reference_mm(W, B), torch.bfloat16, k=K)
+        assert (M, K, configs.n_bucket(N), 32, 32, "bfloat16") in mod.tuned_entries()
 
 
 @requires_cuda
@@ -440,3 +494,77 @@ def test_bsr_cuda_backward_and_opcheck():
     torch.library.opcheck(
         torch.ops.sparsekern.bsr_mm.default, (A.crow_indices, A.col_indices, A.values.detach(), 80, x.detach().t())
     )
+
+
+# ---------------------------------------------------------------------------------------------- GPU code generation
+
+# (arch, dtype, blocksize, BLOCK_N, SPLIT_K, num_warps, fp32 input precision)
+_GPU_CONFIGS = [
+    (90, "fp16", (64, 64), 64, 1, 4, None),  # prefill tile: wgmma on Hopper
+    (90, "fp16", (64, 64), 16, 4, 4, None),  # decode: split-K
+    (90, "bf16", (32, 32), 128, 1, 8, None),
+    (90, "fp32", (128, 128), 64, 1, 8, "tf32"),
+    (90, "fp16", (24, 40), 32, 1, 4, None),  # non-power-of-two block, padded in registers
+    (80, "bf16", (16, 16), 32, 2, 4, None),
+]
+
+
+def _aot_case(arch, dtype, blocksize, block_n, split, num_warps, precision):
+    """The specialisation a real launch on 16-aligned shapes gets: unit inner strides, 16-divisible sizes."""
+    from sparsekern._triton.bsr_mm import _bsr_mm_kernel
+
+    bm, bk = blocksize
+    p2 = lambda b: max(16, 1 << (b - 1).bit_length())  # noqa: E731
+    constexprs = dict(
+        BM=bm, BK=bk, BM_P2=p2(bm), BK_P2=p2(bk), HAS_BIAS=True, PRECISION=precision, UPCAST=False,
+        BLOCK_N=block_n, SPLIT_K=split, stride_vk=1, stride_bn=1, stride_on=1,
+    )
+    names = list(inspect.signature(_bsr_mm_kernel.fn).parameters)  # .fn: the Python function, jit or interpreted
+    signature = {}
+    for n in names:
+        if n in constexprs:
+            signature[n] = "constexpr"
+        elif n in ("crow_ptr", "col_ptr"):
+            signature[n] = "*i32"
+        elif n == "ws_ptr":
+            signature[n] = "*fp32"
+        elif n.endswith("_ptr"):
+            signature[n] = "*" + dtype
+        else:
+            signature[n] = "i32"
+    aligned = [n for n in names if signature[n] != "constexpr" and n != "n_bucket"]
+    return dict(arch=arch, signature=signature, constexprs=constexprs, aligned=aligned, num_warps=num_warps,
+                num_stages=3)
+
+
+@pytest.fixture(scope="module")
+def gpu_code():
+    """Every config of _GPU_CONFIGS compiled in one subprocess (see tests/triton_aot.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    spec = dict(module="sparsekern._triton.bsr_mm", kernel="_bsr_mm_kernel", cases=[_aot_case(*c) for c in _GPU_CONFIGS])
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = os.path.join(os.path.dirname(__file__), "triton_aot.py")
+    run = subprocess.run([sys.executable, script, json.dumps(spec)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("config", range(len(_GPU_CONFIGS)))
+def test_triton_bsr_mm_compiles_for_gpu(gpu_code, config):
+    """Without a GPU: the kernel lowers to tensor-core instructions (wgmma for 64-row tiles on Hopper) with
+    cp.async-pipelined loads of the blocks and B tiles, and fits an A100/H100's shared memory (227 KiB)."""
+    arch, dtype, blocksize, *_ = _GPU_CONFIGS[config]
+    result = gpu_code[config]
+    if result.get("error", "").startswith("TypeError"):
+        pytest.skip(f"this Triton's ahead-of-time compile API differs: {result['error']}")
+    assert "error" not in result, result.get("error")
+    ptx = result["ptx"]
+    assert "wgmma.mma_async" in ptx if arch == 90 and blocksize[0] == 64 else "mma.sync" in ptx or "wgmma" in ptx
+    assert "cp.async" in ptx
+    assert result["shared"] <= 227 * 1024

@@ -8,6 +8,7 @@ without one are autotuned on first use (per process) over the candidate lists be
 
 from __future__ import annotations
 
+import torch
 import triton
 
 # fp32 operands of tl.dot run on tensor cores as TF32 (10-bit mantissa, fp32 accumulation: relative error ~1e-3,
@@ -33,32 +34,55 @@ def n_bucket(N: int) -> int:
 BSR_MM_DECODE_N = 16
 
 
+# Pipeline depths: for this loop (an index load feeding two tile loads) Triton 3.9 compiles num_stages 3 and 4 to
+# the same kernel (2 tile buffers; checked by compiling for sm_90 ahead of time), 5 gives 3 buffers, 2 gives
+# prefetch of one tile, 1 none.
+_BSR_MM_STAGES = (2, 3, 5)
+
+
 def bsr_mm_candidates(decode: bool) -> list[triton.Config]:
     if decode:
         return [
             triton.Config({"BLOCK_N": 16, "SPLIT_K": s}, num_warps=w, num_stages=st)
             for s in (1, 2, 4, 8)
             for w in (2, 4)
-            for st in (2, 3, 4)
+            for st in _BSR_MM_STAGES
         ]
     return [
         triton.Config({"BLOCK_N": n, "SPLIT_K": 1}, num_warps=w, num_stages=st)
         for n in (32, 64, 128)
         for w in (4, 8)
-        for st in (2, 3, 4)
+        for st in _BSR_MM_STAGES
     ]
+
+
+# Shared memory a block may use where the device does not say (an A100's opt-in limit; an H100 has 227 KiB).
+_SHARED_BYTES = 163 * 1024
+
+
+def _shared_bytes(device: torch.device) -> int:
+    if device.type != "cuda":
+        return _SHARED_BYTES
+    props = torch.cuda.get_device_properties(device)
+    return getattr(props, "shared_memory_per_block_optin", _SHARED_BYTES)
 
 
 def bsr_mm_prune(configs, named_args, **kwargs):
-    """Drops tiles far wider than N and register-heavy tiles with too few warps."""
+    """Drops tiles far wider than N, register-heavy tiles with too few warps, and pipelines whose tile buffers
+    (at most num_stages - 1 of them) would not fit in shared memory."""
     args = {**named_args, **kwargs}
-    N, bm = args["N"], args["BM_P2"]
+    N, bm, bk, val = args["N"], args["BM_P2"], args["BK_P2"], args["val_ptr"]
     width = max(32, triton.next_power_of_2(N))
+    limit = _shared_bytes(val.device)
+
+    def fits(c):
+        return max(1, c.num_stages - 1) * (bm * bk + bk * c.kwargs["BLOCK_N"]) * val.element_size() <= limit
+
     kept = [
         c for c in configs
-        if c.kwargs["BLOCK_N"] <= width and not (bm * c.kwargs["BLOCK_N"] >= 128 * 128 and c.num_warps < 8)
+        if c.kwargs["BLOCK_N"] <= width and not (bm * c.kwargs["BLOCK_N"] >= 128 * 128 and c.num_warps < 8) and fits(c)
     ]
-    return kept or configs[:1]
+    return kept or [min(configs, key=lambda c: (c.num_stages, c.kwargs["BLOCK_N"]))]
 
 
 def bsr_mm_default(N: int, bm: int) -> dict:
