@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include <cstdint>
+#include <optional>
 
 namespace sparsekern {
 
@@ -39,23 +40,38 @@ inline void check_dim(const char* op, const at::Tensor& t, const char* name, int
   SK_CHECK_VALUE(t.dim() == dim, op, name, " must be ", dim, "-D, got shape ", t.sizes());
 }
 
-// The component tensors of a CSR matrix: cheap checks only (no reads of index contents).
-inline void check_csr_components(const char* op, const at::Tensor& crow, const at::Tensor& col,
-                                 const at::Tensor& val) {
+// The index components of a compressed-row format (CSR rows, BSR block rows): 1-D, int32 or int64, one dtype.
+inline void check_compressed_indices(const char* op, const at::Tensor& crow, const at::Tensor& col) {
   check_dim(op, crow, "crow_indices", 1);
   check_dim(op, col, "col_indices", 1);
-  check_dim(op, val, "values", 1);
   SK_CHECK_TYPE(crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong, op,
                 "crow_indices must be int32 or int64, got ", crow.scalar_type());
   SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type(), op,
                 "col_indices must have the dtype of crow_indices (", crow.scalar_type(), "), got ",
                 col.scalar_type());
+  check_same_device(op, crow, "crow_indices", col, "col_indices");
+}
+
+// The component tensors of a CSR matrix: cheap checks only (no reads of index contents).
+inline void check_csr_components(const char* op, const at::Tensor& crow, const at::Tensor& col,
+                                 const at::Tensor& val) {
+  check_compressed_indices(op, crow, col);
+  check_dim(op, val, "values", 1);
   check_float(op, val, "values");
   SK_CHECK_VALUE(crow.numel() >= 1, op, "crow_indices must have M + 1 >= 1 entries");
   SK_CHECK_VALUE(col.numel() == val.numel(), op, "col_indices and values must have the same length, got ",
                  col.numel(), " and ", val.numel());
-  check_same_device(op, crow, "crow_indices", col, "col_indices");
   check_same_device(op, crow, "crow_indices", val, "values");
+}
+
+// The optional bias of a Linear-orientation op: 1-D with M entries, the values' dtype and device.
+inline void check_linear_bias(const char* op, const std::optional<at::Tensor>& bias, const at::Tensor& val,
+                              int64_t M) {
+  if (!bias.has_value()) return;
+  check_dim(op, *bias, "bias", 1);
+  check_same_dtype(op, val, "values", *bias, "bias");
+  check_same_device(op, val, "values", *bias, "bias");
+  SK_CHECK_VALUE(bias->size(0) == M, op, "bias must have M = ", M, " entries, got ", bias->size(0));
 }
 
 }  // namespace sparsekern

@@ -29,16 +29,9 @@ constexpr int64_t kPanel = 64;      // B panel width: the AVX-512 register tile'
 // Cheap checks of the components (no reads of index contents) against the logical M.
 void check_bsr_components(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
                           int64_t M) {
-  check_dim(op, crow, "crow_indices", 1);
-  check_dim(op, col, "col_indices", 1);
+  check_compressed_indices(op, crow, col);
   check_dim(op, val, "values", 3);
-  SK_CHECK_TYPE(crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong, op,
-                "crow_indices must be int32 or int64, got ", crow.scalar_type());
-  SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type(), op,
-                "col_indices must have the dtype of crow_indices (", crow.scalar_type(), "), got ",
-                col.scalar_type());
   check_float(op, val, "values");
-  check_same_device(op, crow, "crow_indices", col, "col_indices");
   check_same_device(op, crow, "crow_indices", val, "values");
   const int64_t bm = val.size(1), bk = val.size(2);
   SK_CHECK_VALUE(bm >= 1 && bk >= 1, op, "values must be (nblocks, bm, bk) with bm, bk >= 1, got shape ",
@@ -180,12 +173,7 @@ at::Tensor bsr_linear_cpu(const at::Tensor& x, const at::Tensor& crow, const at:
   const char* op = "bsr_linear";
   check_dense(op, x, "x", val);
   check_bsr_components(op, crow, col, val, M);
-  if (bias.has_value()) {
-    check_dim(op, *bias, "bias", 1);
-    check_same_dtype(op, val, "values", *bias, "bias");
-    check_same_device(op, val, "values", *bias, "bias");
-    SK_CHECK_VALUE(bias->size(0) == M, op, "bias must have M = ", M, " entries, got ", bias->size(0));
-  }
+  check_linear_bias(op, bias, val, M);
   at::Tensor out = at::empty({x.size(0), M}, x.options());
   at::Tensor out_t = out.t();
   bsr_mm_into(op, crow, col, val, M, x.t(), bias, out_t);

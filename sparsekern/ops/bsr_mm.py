@@ -8,6 +8,8 @@ of the values is a block SDDMM done with batched dense products over chunks of b
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from .._C_loader import _C, require_C
@@ -115,18 +117,9 @@ if _C is not None:
     torch.library.register_autograd("sparsekern::bsr_mm", _bsr_mm_backward, setup_context=_bsr_mm_setup)
     torch.library.register_autograd("sparsekern::bsr_linear", _bsr_linear_backward, setup_context=_bsr_linear_setup)
 
-    def _triton_bsr_mm():
-        from .._triton.bsr_mm import bsr_mm
-
-        return bsr_mm
-
-    def _triton_bsr_linear():
-        from .._triton.bsr_mm import bsr_linear
-
-        return bsr_linear
-
-    register_gpu_fallback("bsr_mm", _triton_bsr_mm)
-    register_gpu_fallback("bsr_linear", _triton_bsr_linear)
+    for _op in ("bsr_mm", "bsr_linear"):
+        # The launcher of the same name in _triton/bsr_mm.py, imported on first GPU call.
+        register_gpu_fallback(_op, lambda op=_op: getattr(importlib.import_module("sparsekern._triton.bsr_mm"), op))
 
 
 def bsr_mm(A: BSRMatrix, B: torch.Tensor, *, validate: bool = False) -> torch.Tensor:
