@@ -371,6 +371,34 @@ def test_triton_bsr_split_k(monkeypatch, split, with_bias):
 
 
 @pytest.mark.triton
+@pytest.mark.parametrize("N", [3, 40])
+def test_triton_bsr_mm_autotune_path(monkeypatch, N):
+    """The launcher's autotuning branch (GPU only in real use) with every candidate run once under the
+    interpreter and timed alike, so the first candidate wins: the workspace, split-K sum and the record of
+    the choice must work for whichever config wins."""
+    from sparsekern._triton import bsr_mm as mod
+    from sparsekern._triton import configs
+
+    tuner = mod._autotuned_decode if N <= configs.BSR_MM_DECODE_N else mod._autotuned
+    ran = []
+    # The instance attribute shadows the (lazily created, GPU-driver) benchmarker.
+    monkeypatch.setitem(vars(tuner), "do_bench", lambda fn, quantiles: (fn(), ran.append(1), [1.0, 1.0, 1.0])[2])
+    monkeypatch.setattr(tuner, "configs", tuner.configs[::-1])  # decode: the largest split first
+    monkeypatch.setattr(tuner, "cache", {})
+    M, K = 40, 70
+    W = random_block_sparse(M, K, (16, 32), 0.6, torch.float16)
+    A = sk.BSRMatrix.from_dense(W, (16, 32))
+    x = torch.randn(N, K, dtype=torch.float16)
+    bias = torch.randn(M, dtype=torch.float16)
+    out = torch.empty(N, M, dtype=torch.float16)
+    mod._launch(A.crow_indices, A.col_indices, A.values, M, x.t(), bias, out.t(), config=None)
+    assert_close(out, x.double() @ W.double().T + bias.double(), torch.float16, k=K)
+    assert len(ran) > 1
+    entry = mod.tuned_entries()[(M, K, configs.n_bucket(N), 16, 32, "float16")]
+    assert entry["SPLIT_K"] == (8 if N <= configs.BSR_MM_DECODE_N else 1)
+
+
+@pytest.mark.triton
 def test_triton_launchers_reject():
     from sparsekern._triton.bsr_mm import bsr_linear, bsr_mm
 

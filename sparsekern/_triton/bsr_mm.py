@@ -84,12 +84,11 @@ def _bsr_mm_kernel(
 
 
 _KEY = ["M", "K", "n_bucket", "BM", "BK"]
-_autotuned = triton.autotune(
-    configs=configs.bsr_mm_candidates(decode=False), key=_KEY, prune_configs_by={"early_config_prune": configs.bsr_mm_prune}
-)(_bsr_mm_kernel)
-_autotuned_decode = triton.autotune(
-    configs=configs.bsr_mm_candidates(decode=True), key=_KEY, prune_configs_by={"early_config_prune": configs.bsr_mm_prune}
-)(_bsr_mm_kernel)
+_PRUNE = {"early_config_prune": configs.bsr_mm_prune}
+_autotuned = triton.autotune(configs.bsr_mm_candidates(decode=False), key=_KEY, prune_configs_by=_PRUNE)(_bsr_mm_kernel)
+_autotuned_decode = triton.autotune(configs.bsr_mm_candidates(decode=True), key=_KEY, prune_configs_by=_PRUNE)(
+    _bsr_mm_kernel
+)
 
 # (M, K, n_bucket, bm, bk, dtype name) -> config dict, for every shape autotuned in this process.
 _tuned_here: dict[tuple, dict] = {}
@@ -104,22 +103,33 @@ def _config_dict(c: triton.Config) -> dict:
     return {**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}
 
 
-def _launch(crow, col, val, M, B, bias, out):
-    """out (M, N) = A @ B (+ bias[:, None]); B (K, N) and out may have any strides."""
+def _fixed_config(device: torch.device, M, K, N, bm, bk, dtype_name) -> dict | None:
+    """The tuned table's entry for this GPU and shape, else the defaults where the autotuner does not run (the
+    interpreter, or configs.AUTOTUNE off); None: autotune."""
+    if _on_gpu(device):
+        cfg = configs.bsr_mm_tuned(torch.cuda.get_device_name(device), M, K, N, bm, bk, dtype_name)
+        if cfg is not None or configs.AUTOTUNE:
+            return cfg
+    return configs.bsr_mm_default(N, bm)
+
+
+def _on_gpu(device: torch.device) -> bool:
+    return device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def _launch(crow, col, val, M, B, bias, out, config="auto"):
+    """out (M, N) = A @ B (+ bias[:, None]); B (K, N) and out may have any strides. `config`: "auto" (the tuned
+    table, the autotuner or the defaults, see _fixed_config), a config dict, or None to autotune."""
     K, N = B.shape
     if M == 0 or N == 0:
         return out
     bm, bk = val.shape[1], val.shape[2]
-    MB = crow.numel() - 1
     dtype_name = str(val.dtype).removeprefix("torch.")
-    on_gpu = B.device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
-    cfg = None
-    if on_gpu:
-        cfg = configs.bsr_mm_tuned(torch.cuda.get_device_name(B.device), M, K, N, bm, bk, dtype_name)
-    if cfg is None and not (on_gpu and configs.AUTOTUNE):
-        cfg = configs.bsr_mm_default(N, bm)
-    decode = N <= configs.BSR_MM_DECODE_N
-    max_split = cfg["SPLIT_K"] if cfg is not None else (max(c.kwargs["SPLIT_K"] for c in _autotuned_decode.configs) if decode else 1)
+    cfg = _fixed_config(B.device, M, K, N, bm, bk, dtype_name) if config == "auto" else config
+    MB = crow.numel() - 1
+    tuner = _autotuned_decode if N <= configs.BSR_MM_DECODE_N else _autotuned
+    # Workspace for split-K partials: the config's split, or the largest split the autotuner may try.
+    max_split = cfg["SPLIT_K"] if cfg is not None else max(c.kwargs["SPLIT_K"] for c in tuner.configs)
     ws = torch.empty((max_split, M, N), dtype=torch.float32, device=B.device) if max_split > 1 else out
     args = (
         crow, col, val, B, bias if bias is not None else val, out, ws,
@@ -132,7 +142,7 @@ def _launch(crow, col, val, M, B, bias, out):
         PRECISION=configs.FP32_INPUT_PRECISION if val.dtype == torch.float32 else None,
         # The interpreter's tl.dot multiplies bf16 bit patterns as integers; fp32 products of bf16 values are
         # exact, so widening first gives what the GPU's bf16 MMA (fp32 accumulation) computes.
-        UPCAST=not on_gpu and val.dtype == torch.bfloat16,
+        UPCAST=not _on_gpu(B.device) and val.dtype == torch.bfloat16,
     )
 
     def grid(m):
@@ -142,7 +152,6 @@ def _launch(crow, col, val, M, B, bias, out):
         _bsr_mm_kernel[grid(cfg)](*args, **meta, **cfg)
         split = cfg["SPLIT_K"]
     else:
-        tuner = _autotuned_decode if decode else _autotuned
         tuner[grid](*args, **meta)
         _tuned_here[(M, K, configs.n_bucket(N), bm, bk, dtype_name)] = _config_dict(tuner.best_config)
         split = tuner.best_config.kwargs["SPLIT_K"]
