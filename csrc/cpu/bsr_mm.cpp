@@ -1,8 +1,9 @@
 // CPU kernels of bsr_mm and bsr_linear: dense block micro-GEMMs over the stored blocks (bsr_mm_kernel.h),
-// parallel over block rows balanced by their number of stored blocks. The dense operand is staged once per
-// call as fp32 column panels padded to a multiple of 16 columns (no copy for an fp32 B of <= 64 columns that
-// already is one), which lets the micro-kernel use whole vectors everywhere. bsr_linear stages x.T as that
-// operand (T*K elements, small next to the nblocks*bm*bk*T multiply-adds) and writes the (M, T) result through
+// parallel over block rows balanced by their number of stored blocks. Two loop nests: for N > kDotN the dense
+// operand is staged once per call as fp32 column panels padded to a multiple of 16 columns (no copy for an fp32
+// B of <= 64 columns that already is one) and register tiles run along N; for N <= kDotN (decode) the vectors
+// run along k over B transposed. bsr_linear stages x.T as the dense operand (T*K elements, small next to the
+// nblocks*bm*bk*T multiply-adds; for decode x itself is B transposed) and writes the (M, T) result through
 // strides into the (T, M) output, so A is never transposed or copied. fp16/bf16 values are widened to fp32 once
 // per call (as in csr_mm); accumulation is fp32.
 #include <ATen/ATen.h>
@@ -25,6 +26,10 @@ namespace {
 
 constexpr int64_t kColumnPad = 16;  // a multiple of every vector width (16 fp32 = one AVX-512 register)
 constexpr int64_t kPanel = 64;      // B panel width: the AVX-512 register tile's 4 x 16 columns
+// Up to this N, the decode kernel. Measured (4096 x 4096, 32 x 32 blocks, 2 threads): at N = 1 it halves the time
+// of the panel kernel (which computes 16 columns for each real one), at N = 8 they are even, at 12-16 it loses
+// at 90% block sparsity.
+constexpr int64_t kDotN = 8;
 
 // Cheap checks of the components (no reads of index contents) against the logical M.
 void check_bsr_components(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
@@ -133,16 +138,22 @@ void bsr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
       return;
     }
     const at::Tensor val_f = as_float_contiguous(val);
-    const Panels panels = stage_panels(B);
+    // The decode kernel reads B transposed, (N, K): x itself for bsr_linear.
+    const bool dot = N <= kDotN;
+    const Panels panels = dot ? Panels{} : stage_panels(B);
+    const at::Tensor Bt = dot ? as_float_contiguous(B.t()) : at::Tensor();
     const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "sparsekern_bsr_mm", [&] {
       const index_t* col_p = col_c.data_ptr<index_t>();
       const float* val_p = val_f.data_ptr<float>();
-      const float* B_p = panels.data.data_ptr<float>();
+      const float* B_p = dot ? Bt.data_ptr<float>() : panels.data.data_ptr<float>();
       const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
       scalar_t* out_p = out.data_ptr<scalar_t>();
       const int64_t osm = out.stride(0), osn = out.stride(1);
       const bool ok = parallel_over_block_rows(crow_p, MB, [&](int64_t i0, int64_t i1) {
+        if (dot)
+          return SK_ISA_DISPATCH(bsr_mm_block_rows_dot, crow_p, col_p, val_p, bm, bk, B_p, K, K, N, bias_p, out_p,
+                                 osm, osn, M, i0, i1);
         return SK_ISA_DISPATCH(bsr_mm_block_rows, crow_p, col_p, val_p, bm, bk, B_p, panels.panel_stride,
                                panels.ldb, panels.width, panels.count, K, N, bias_p, out_p, osm, osn, M, i0, i1);
       });

@@ -1,6 +1,7 @@
 // BSR GEMM inner loops, compiled once per instruction set by isa_variants.h (no include guard on purpose).
 //
 // out[rows of block row i, :] = sum over i's stored blocks j of V_j (bm x bk) @ B[bk rows of block column c_j, :].
+// Two loop nests: register tiles along N (below), and along k for the decode regime (bsr_mm_block_rows_dot).
 // A register tile of MR output rows x NV vectors of columns stays in registers across all stored blocks of the
 // block row: per k, NV vector loads of one B row feed MR*NV FMAs, each with a broadcast of one block element.
 // B comes in column panels (see bsr_mm.cpp): the rows of one panel that a block row touches (nblocks_in_row *
@@ -154,6 +155,84 @@ bool bsr_mm_block_rows(const index_t* crow, const index_t* col, const float* val
                               osn);
       if (!ok) return false;
     }
+  }
+  return true;
+}
+
+// The decode regime (N <= kDotN in bsr_mm.cpp): a few dense columns cannot fill a vector, so the vectors run along k instead:
+// R rows x NN columns of dot products, each a vector of partial sums over k, reduced once per block row. Every
+// value is then read by a vector load (the column-vector tiles above spend a broadcast per value and compute
+// 16 columns for each real one). Bt is B transposed, (N, K) with row stride ldbt. The block's columns past K
+// (ragged last block column) are cut at kend, as in the wide kernel.
+template <int R, int NN, typename index_t, typename out_t>
+inline bool bsr_dot_tile(const index_t* __restrict col, int64_t j0, int64_t j1, const float* __restrict val,
+                         int64_t bm, int64_t bk, int64_t r0, const float* __restrict Bt, int64_t ldbt, int64_t K,
+                         int64_t KB, int64_t n0, const float* bias, int64_t m0, out_t* __restrict out, int64_t osm,
+                         int64_t osn) {
+  bsr_vec acc[R][NN] = {};
+  float tail[R][NN] = {};
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t c = col[j];
+    if (static_cast<uint64_t>(c) >= static_cast<uint64_t>(KB)) return false;
+    const int64_t kend = std::min(bk, K - c * bk);
+    const float* __restrict a = val + (j * bm + r0) * bk;
+    const float* __restrict bt = Bt + n0 * ldbt + c * bk;
+    int64_t k = 0;
+    for (; k + kBsrVec <= kend; k += kBsrVec) {
+      bsr_vec bv[NN];
+      for (int n = 0; n < NN; ++n) bv[n] = *reinterpret_cast<const bsr_vec_u*>(bt + n * ldbt + k);
+      for (int r = 0; r < R; ++r) {
+        const bsr_vec av = *reinterpret_cast<const bsr_vec_u*>(a + r * bk + k);
+        for (int n = 0; n < NN; ++n) acc[r][n] += av * bv[n];
+      }
+    }
+    for (; k < kend; ++k)
+      for (int r = 0; r < R; ++r)
+        for (int n = 0; n < NN; ++n) tail[r][n] += a[r * bk + k] * bt[n * ldbt + k];
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int n = 0; n < NN; ++n) {
+      float s = tail[r][n] + (bias ? bias[m0 + r] : 0.f);
+      for (int l = 0; l < kBsrVec; ++l) s += acc[r][n][l];
+      out[(m0 + r) * osm + (n0 + n) * osn] = static_cast<out_t>(s);
+    }
+  }
+  return true;
+}
+
+template <int R, typename index_t, typename out_t>
+inline bool bsr_dot_rows(const index_t* col, int64_t j0, int64_t j1, const float* val, int64_t bm, int64_t bk,
+                         int64_t r0, const float* Bt, int64_t ldbt, int64_t K, int64_t KB, int64_t N,
+                         const float* bias, int64_t m0, out_t* out, int64_t osm, int64_t osn) {
+  int64_t n0 = 0;
+  bool ok = true;
+  for (; ok && N - n0 >= 4; n0 += 4)
+    ok = bsr_dot_tile<R, 4>(col, j0, j1, val, bm, bk, r0, Bt, ldbt, K, KB, n0, bias, m0, out, osm, osn);
+  if (ok && N - n0 >= 2) {
+    ok = bsr_dot_tile<R, 2>(col, j0, j1, val, bm, bk, r0, Bt, ldbt, K, KB, n0, bias, m0, out, osm, osn);
+    n0 += 2;
+  }
+  if (ok && N - n0 >= 1)
+    ok = bsr_dot_tile<R, 1>(col, j0, j1, val, bm, bk, r0, Bt, ldbt, K, KB, n0, bias, m0, out, osm, osn);
+  return ok;
+}
+
+// Block rows [i0, i1) in the decode regime; arguments as bsr_mm_block_rows, with Bt (N, K) instead of panels.
+template <typename index_t, typename out_t>
+bool bsr_mm_block_rows_dot(const index_t* crow, const index_t* col, const float* val, int64_t bm, int64_t bk,
+                           const float* Bt, int64_t ldbt, int64_t K, int64_t N, const float* bias, out_t* out,
+                           int64_t osm, int64_t osn, int64_t M, int64_t i0, int64_t i1) {
+  const int64_t KB = (K + bk - 1) / bk;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t j0 = crow[i], j1 = crow[i + 1];
+    const int64_t m0 = i * bm, rows = std::min(bm, M - m0);
+    int64_t r0 = 0;
+    bool ok = true;
+    for (; ok && rows - r0 >= 4; r0 += 4)
+      ok = bsr_dot_rows<4>(col, j0, j1, val, bm, bk, r0, Bt, ldbt, K, KB, N, bias, m0 + r0, out, osm, osn);
+    for (; ok && r0 < rows; ++r0)
+      ok = bsr_dot_rows<1>(col, j0, j1, val, bm, bk, r0, Bt, ldbt, K, KB, N, bias, m0 + r0, out, osm, osn);
+    if (!ok) return false;
   }
   return true;
 }

@@ -43,7 +43,7 @@ def _check_dense(op: str, t, name: str, val) -> None:
     torch._check(t.dtype == val.dtype, lambda: f"sparsekern.{op}: {name} and values must have the same dtype")
 
 
-def bsr_sddmm(crow, col, G, B, blocksize) -> torch.Tensor:
+def _bsr_values_grad(crow, col, G, B, blocksize) -> torch.Tensor:
     """(nblocks, bm, bk): block j of G (M, N) @ B (K, N)ᵀ at the stored block positions (the gradient of the
     values). Torch ops only, so it runs on any device and traces under torch.compile."""
     bm, bk = blocksize
@@ -88,7 +88,7 @@ if _C is not None:
         grad_val = grad_B = None
         bm, bk = val.shape[1], val.shape[2]
         if ctx.needs_input_grad[2]:
-            grad_val = bsr_sddmm(crow, col, grad, B, (bm, bk))
+            grad_val = _bsr_values_grad(crow, col, grad, B, (bm, bk))
         if ctx.needs_input_grad[4]:
             K = B.shape[0]
             t_crow, t_col, t_val = bsr_transpose(crow, col, val, _cdiv(K, bk))
@@ -109,7 +109,7 @@ if _C is not None:
             t_crow, t_col, t_val = bsr_transpose(crow, col, val, _cdiv(K, bk))
             grad_x = torch.ops.sparsekern.bsr_linear(grad, t_crow, t_col, t_val, K, None)
         if ctx.needs_input_grad[3]:
-            grad_val = bsr_sddmm(crow, col, grad.t(), x.t(), (bm, bk))
+            grad_val = _bsr_values_grad(crow, col, grad.t(), x.t(), (bm, bk))
         if ctx.needs_input_grad[5]:
             grad_bias = grad.sum(0)
         return grad_x, None, None, grad_val, None, grad_bias
