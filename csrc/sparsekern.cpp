@@ -18,4 +18,9 @@ TORCH_LIBRARY(sparsekern, m) {
   m.def("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias) -> Tensor");
   // Gradient of CSR values: out[j] = dot(G[row(j), :], B[col[j], :]) for every stored entry j (SDDMM).
   m.def("csr_sddmm(Tensor crow, Tensor col, Tensor G, Tensor B) -> Tensor");
+  // 2:4 (M, K) @ B (K, N) -> (M, N); values (M, Kp/2) and metadata (ceil(M/32), Kp/32, 32) int32 in the
+  // Semi24Matrix layout, K = B.size(0), Kp = K rounded up to 64.
+  m.def("semi24_mm(Tensor values, Tensor metadata, Tensor B) -> Tensor");
+  // x (T, K) @ A.T + bias -> (T, M), A 2:4 as above: the nn.Linear orientation, neither A nor x transposed.
+  m.def("semi24_linear(Tensor x, Tensor values, Tensor metadata, Tensor? bias) -> Tensor");
 }

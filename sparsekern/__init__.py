@@ -2,8 +2,8 @@
 
 from . import formats, ops
 from .backends import backends
-from .formats import CSRMatrix
+from .formats import CSRMatrix, Semi24Matrix
 
 __version__ = "0.1.0"
 
-__all__ = ["CSRMatrix", "backends", "formats", "ops"]
+__all__ = ["CSRMatrix", "Semi24Matrix", "backends", "formats", "ops"]

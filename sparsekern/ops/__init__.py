@@ -11,6 +11,7 @@ from .._C_loader import require_C
 from .._checks import check_same, fail
 from ._registry import LINEAR
 from .csr_mm import csr_mm
+from .semi24_mm import semi24_mm
 
 
 def sparse_linear(x: torch.Tensor, A, bias: torch.Tensor | None = None, *, validate: bool = False) -> torch.Tensor:
@@ -38,4 +39,4 @@ def sparse_linear(x: torch.Tensor, A, bias: torch.Tensor | None = None, *, valid
     return y.reshape(*x.shape[:-1], M)
 
 
-__all__ = ["csr_mm", "sparse_linear"]
+__all__ = ["csr_mm", "semi24_mm", "sparse_linear"]

@@ -1,0 +1,77 @@
+// CPU kernels of semi24_mm and semi24_linear: one loop nest (semi24_mm_kernel.h) over the Semi24Matrix layout
+// itself, so the weight is used as stored (no dense copy, no second index array) and half the multiply-adds of
+// the dense product are done. fp16/bf16 operands are widened to fp32 once per call (the weight's values too: M*K/2
+// conversions against M*K/2*N multiply-adds). semi24_linear computes (A @ x.T).T through one transposed copy of x
+// (T*K elements); A is never transposed.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu/csr_common.h"
+#include "cpu/isa.h"
+#include "semi24_checks.h"
+
+#define SK_KERNEL_HEADER "cpu/semi24_mm_kernel.h"
+#include "cpu/isa_variants.h"
+
+namespace sparsekern::cpu {
+namespace {
+
+// out (M, N), any dtype and strides: out = A @ B + bias[:, None], with B (K, N).
+void semi24_mm_into(const at::Tensor& values, const at::Tensor& metadata, const at::Tensor& B,
+                    const std::optional<at::Tensor>& bias, at::Tensor& out) {
+  const int64_t M = values.size(0), K = B.size(0), N = B.size(1);
+  if (M == 0 || N == 0) return;
+  const at::Tensor v = as_float_contiguous(values), B_f = as_float_contiguous(B), meta = metadata.contiguous();
+  const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
+  // The kernel accumulates in place across K blocks, so it writes a dense fp32 (M, N) buffer: `out` itself when
+  // it is one, else a temporary copied out once at the end.
+  const bool direct = out.scalar_type() == at::kFloat && out.stride(1) == 1 && (out.stride(0) == N || M == 1);
+  at::Tensor acc = direct ? out : at::empty({M, N}, out.options().dtype(at::kFloat));
+  const float* v_p = v.data_ptr<float>();
+  const int32_t* meta_p = meta.data_ptr<int32_t>();
+  const float* B_p = B_f.data_ptr<float>();
+  const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
+  float* acc_p = acc.data_ptr<float>();
+  const int64_t ldv = v.size(1), KB = meta.size(1);
+  // Every row costs the same (2 slots per group): equal contiguous row ranges, one per thread.
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t grain = std::max<int64_t>(4, (M + threads - 1) / threads);
+  at::parallel_for(0, M, grain, [&](int64_t r0, int64_t r1) {
+    SK_ISA_DISPATCH(semi24_mm_rows, v_p, ldv, meta_p, KB, B_p, N, K, N, bias_p, acc_p, N, r0, r1);
+  });
+  if (!direct) out.copy_(acc);
+}
+
+at::Tensor semi24_mm_cpu(const at::Tensor& values, const at::Tensor& metadata, const at::Tensor& B) {
+  const char* op = "semi24_mm";
+  check_semi24_dense(op, B, "B", values);
+  check_semi24_components(op, values, metadata, B.size(0));
+  at::Tensor out = at::empty({values.size(0), B.size(1)}, B.options());
+  semi24_mm_into(values, metadata, B, std::nullopt, out);
+  return out;
+}
+
+at::Tensor semi24_linear_cpu(const at::Tensor& x, const at::Tensor& values, const at::Tensor& metadata,
+                             const std::optional<at::Tensor>& bias) {
+  const char* op = "semi24_linear";
+  check_semi24_dense(op, x, "x", values);
+  check_semi24_components(op, values, metadata, x.size(1));
+  check_semi24_bias(op, bias, values);
+  at::Tensor out = at::empty({x.size(0), values.size(0)}, x.options());
+  at::Tensor out_t = out.t();
+  semi24_mm_into(values, metadata, x.t(), bias, out_t);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
+  m.impl("semi24_mm", &semi24_mm_cpu);
+  m.impl("semi24_linear", &semi24_linear_cpu);
+}
+
+}  // namespace sparsekern::cpu
