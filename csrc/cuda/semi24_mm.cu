@@ -28,6 +28,8 @@
 #include <cuda_runtime.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -175,7 +177,7 @@ __global__ void __launch_bounds__(THREADS) semi24_mm_tc_kernel(const Params<T> p
   extern __shared__ __align__(128) char smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm0 = (warp / WARPS_N) * WM, wn0 = (warp % WARPS_N) * WN;
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
   const int KT = p.Kp / BK;
   // A warp skips the mma of a 32-row block that has no metadata (past ceil(M/32)*32): its E words are zero-filled,
   // and 0b0000 is not a valid index pair. Warp-uniform, so mma.sync stays converged.
@@ -359,12 +361,10 @@ __global__ void __launch_bounds__(THREADS) semi24_mm_decode_kernel(const Params<
 
 // ----------------------------------------------------------------------------------------------- fp32 SIMT
 
-// One thread per output; decodes row m's nibbles from the mma-ordered words (lanes 4g+2*tile and +1 of each step).
+// Output (m, n) by one thread; decodes row m's nibbles from the mma-ordered words (lanes 4g + 2*tile and
+// 4g + 2*tile + 1 of each k32 step hold its K 0-15 and 16-31 halves).
 template <typename T>
-__global__ void semi24_mm_simt_kernel(const Params<T> p, int64_t sbk, int64_t sbn) {
-  const int n = blockIdx.x * 32 + threadIdx.x;
-  const int m = blockIdx.y * 8 + threadIdx.y;
-  if (m >= p.M || n >= p.N) return;
+__device__ void semi24_simt_output(const Params<T>& p, int64_t sbk, int64_t sbn, int m, int n) {
   const int r = m & 31, g = r & 7, hi = (r >> 3) & 1, tile = r >> 4;
   const int KB = p.Kp / 32;
   const T* v = p.values + static_cast<int64_t>(m) * (p.Kp / 2);
@@ -387,10 +387,24 @@ __global__ void semi24_mm_simt_kernel(const Params<T> p, int64_t sbk, int64_t sb
   p.out[m * p.som + n * p.son] = static_cast<T>(acc);
 }
 
+template <typename T>
+__global__ void semi24_mm_simt_kernel(const Params<T> p, int64_t sbk, int64_t sbn) {
+  const int n = blockIdx.x * 32 + threadIdx.x;
+  if (n >= p.N) return;
+  for (int m = blockIdx.y * 8 + threadIdx.y; m < p.M; m += gridDim.y * 8) semi24_simt_output(p, sbk, sbn, m, n);
+}
+
 // ----------------------------------------------------------------------------------------------- launchers
 
 bool aligned(const at::Tensor& t, int64_t elems) {
   return reinterpret_cast<uintptr_t>(t.data_ptr()) % (elems * t.element_size()) == 0;
+}
+
+// cp.async reads values and metadata in 16-byte chunks: a view at an odd offset is copied (never the case for
+// a Semi24Matrix built by from_dense).
+at::Tensor aligned_contiguous(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  return aligned(c, 16 / c.element_size()) ? c : c.clone();
 }
 
 // The dense operand with unit stride along its last dim, and a row stride, extent and base aligned to `vec`
@@ -406,9 +420,17 @@ at::Tensor vector_ready(const at::Tensor& t, int64_t vec) {
   return out;
 }
 
-template <typename Kernel>
-void launch_with_smem(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream, const auto& p) {
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+// Launches a kernel needing more than 48 KB of dynamic shared memory; the opt-in is set once per device.
+template <auto kernel, typename P>
+void launch_with_smem(dim3 grid, int threads, int smem, cudaStream_t stream, const P& p) {
+  static std::atomic<uint64_t> configured{0};
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if (!(configured.load(std::memory_order_relaxed) & bit)) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    configured.fetch_or(bit, std::memory_order_relaxed);
+  }
   kernel<<<grid, threads, smem, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -424,20 +446,21 @@ void launch_tc(Params<T> p, const at::Tensor& Bop, bool b_nmajor, cudaStream_t s
     p.b_contig = static_cast<int>(Bt.size(1));
     const dim3 grid(static_cast<unsigned>((p.M + 31) / 32));
     if (p.N <= 8)
-      launch_with_smem(dec::semi24_mm_decode_kernel<T, 1>, grid, dec::THREADS, dec::SMEM_BYTES, stream, p);
+      launch_with_smem<dec::semi24_mm_decode_kernel<T, 1>>(grid, dec::THREADS, dec::SMEM_BYTES, stream, p);
     else
-      launch_with_smem(dec::semi24_mm_decode_kernel<T, 2>, grid, dec::THREADS, dec::SMEM_BYTES, stream, p);
+      launch_with_smem<dec::semi24_mm_decode_kernel<T, 2>>(grid, dec::THREADS, dec::SMEM_BYTES, stream, p);
     return;
   }
   const at::Tensor Bv = vector_ready(Bop, 8);  // 16-byte cp.async chunks
   p.B = Bv.data_ptr<T>();
   p.ldb = Bv.size(0) == 1 ? 0 : Bv.stride(0);
   p.b_contig = static_cast<int>(Bv.size(1));
-  const dim3 grid(static_cast<unsigned>((p.N + tc::BN - 1) / tc::BN), static_cast<unsigned>((p.M + tc::BM - 1) / tc::BM));
+  // M tiles on x (up to 2^31 blocks), N tiles on y (65535 x 128 = 8.4M columns, checked by the caller).
+  const dim3 grid(static_cast<unsigned>((p.M + tc::BM - 1) / tc::BM), static_cast<unsigned>((p.N + tc::BN - 1) / tc::BN));
   if (b_nmajor)
-    launch_with_smem(tc::semi24_mm_tc_kernel<T, true>, grid, tc::THREADS, tc::SMEM_BYTES, stream, p);
+    launch_with_smem<tc::semi24_mm_tc_kernel<T, true>>(grid, tc::THREADS, tc::SMEM_BYTES, stream, p);
   else
-    launch_with_smem(tc::semi24_mm_tc_kernel<T, false>, grid, tc::THREADS, tc::SMEM_BYTES, stream, p);
+    launch_with_smem<tc::semi24_mm_tc_kernel<T, false>>(grid, tc::THREADS, tc::SMEM_BYTES, stream, p);
 }
 
 template <typename T>
@@ -454,18 +477,19 @@ void launch(const char* op, const at::Tensor& values, const at::Tensor& metadata
   const int64_t M = values.size(0), Kp = values.size(1) * 2;
   const int64_t N = b_nmajor ? Bop.size(0) : Bop.size(1), K = b_nmajor ? Bop.size(1) : Bop.size(0);
   if (M == 0 || N == 0) return;
-  SK_CHECK_VALUE(M < (int64_t{1} << 30) && N < (int64_t{1} << 30) && Kp < (int64_t{1} << 30), op,
-                 "M, N and K must be below 2^30, got M = ", M, ", N = ", N, ", K = ", K);
+  SK_CHECK_VALUE(M < (int64_t{1} << 30) && N <= int64_t{65535} * tc::BN && Kp < (int64_t{1} << 30), op,
+                 "M and K must be below 2^30 and N at most ", int64_t{65535} * tc::BN, ", got M = ", M, ", N = ", N,
+                 ", K = ", K);
   const c10::cuda::CUDAGuard guard(values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const at::Tensor v = values.contiguous(), meta = metadata.contiguous();
+  const at::Tensor v = aligned_contiguous(values), meta = aligned_contiguous(metadata);
   const at::Tensor bias_c = bias.has_value() ? bias->contiguous() : at::Tensor();
 
   switch (values.scalar_type()) {
     case at::kFloat: {
       const Params<float> p = make_params<float>(v, meta, Bop, bias_c, out, N, K, som, son);
       const int64_t sbk = b_nmajor ? Bop.stride(1) : Bop.stride(0), sbn = b_nmajor ? Bop.stride(0) : Bop.stride(1);
-      const dim3 grid(static_cast<unsigned>((N + 31) / 32), static_cast<unsigned>((M + 7) / 8));
+      const dim3 grid(static_cast<unsigned>((N + 31) / 32), static_cast<unsigned>(std::min<int64_t>((M + 7) / 8, 65535)));
       semi24_mm_simt_kernel<float><<<grid, dim3(32, 8), 0, stream>>>(p, sbk, sbn);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
