@@ -2,6 +2,12 @@
 // (A @ x.T).T by reading x.T as the dense operand (one transposed copy of x, T*K elements, which is small
 // next to the nnz*T multiply-adds) and writing the (M, T) result through strides straight into the (T, M)
 // output, so A itself is never transposed or copied.
+//
+// B is staged as column panels of kPanel = 64 columns, each (K, 64) contiguous. Gathering rows of a (K, N)
+// row-major B with N a power of two (256, 1024, ...) strides by N*4 bytes, which maps every gathered row onto
+// a few cache sets: at N = 256 the effective L2 shrinks 4x and the kernel ran 3.5x slower per column than at
+// N = 64. Panels make each gathered row one contiguous 256-byte run and a panel (1 MiB at K = 4096) stays in L2
+// while a thread sweeps its rows.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -15,6 +21,8 @@
 
 namespace sparsekern::cpu {
 namespace {
+
+constexpr int64_t kPanel = 64;
 
 template <typename index_t>
 [[noreturn]] void throw_bad_column(const char* op, const at::Tensor& col, int64_t K) {
@@ -32,7 +40,11 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
                  const at::Tensor& B, const std::optional<at::Tensor>& bias, at::Tensor& out) {
   const int64_t M = crow.numel() - 1, K = B.size(0), N = B.size(1);
   const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous();
-  const at::Tensor val_f = as_float_contiguous(val), B_f = as_float_contiguous(B);
+  const at::Tensor val_f = as_float_contiguous(val);
+  std::vector<at::Tensor> panels;
+  for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
+    panels.push_back(as_float_contiguous(B.slice(1, n0, std::min(N, n0 + kPanel))));
+  }
   const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
   AT_DISPATCH_INDEX_TYPES(crow_c.scalar_type(), "sparsekern_csr_mm", [&] {
     const index_t* crow_p = crow_c.data_ptr<index_t>();
@@ -47,12 +59,18 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "sparsekern_csr_mm", [&] {
       const index_t* col_p = col_c.data_ptr<index_t>();
       const float* val_p = val_f.data_ptr<float>();
-      const float* B_p = B_f.data_ptr<float>();
       const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
       scalar_t* out_p = out.data_ptr<scalar_t>();
       const int64_t osm = out.stride(0), osn = out.stride(1);
       const bool ok = parallel_over_rows(crow_p, M, [&](int64_t r0, int64_t r1) {
-        return SK_ISA_DISPATCH(csr_mm_rows, crow_p, col_p, val_p, B_p, N, K, bias_p, N, out_p, osm, osn, r0, r1);
+        bool row_ok = true;
+        for (size_t p = 0; row_ok && p < panels.size(); ++p) {
+          const float* panel = panels[p].data_ptr<float>();
+          const int64_t n0 = static_cast<int64_t>(p) * kPanel, width = panels[p].size(1);
+          row_ok = SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, K, bias_p, n0, out_p, osm,
+                                   osn, r0, r1);
+        }
+        return row_ok;
       });
       if (!ok) throw_bad_column<index_t>(op, col_c, K);
     });

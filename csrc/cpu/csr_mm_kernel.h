@@ -1,9 +1,9 @@
 // CSR SpMM inner loops, compiled once per instruction set by isa_variants.h (no include guard on purpose).
 //
-// out[m, n0:n0+NT] = sum_j val[j] * B[col[j], n0:n0+NT] over row m's entries. NT is a compile-time width so
+// out[m, n0:n0+NT] = sum_j val[j] * B[col[j], 0:NT] over row m's entries (B points at the panel's columns). NT is a compile-time width so
 // the accumulator lives in vector registers (NT=64 fp32 = 4 zmm / 8 ymm) and the loop over N vectorises;
-// each stored entry then costs one broadcast, NT/16 loads of a B row and NT/16 FMAs. The caller walks N in
-// widths 64, 32, ..., 1, so any N is covered without a scalar remainder loop over all columns.
+// each stored entry then costs one broadcast, NT/16 loads of a B row and NT/16 FMAs. A panel is walked in
+// widths 64, 32, ..., 1, so any width is covered without a scalar remainder loop.
 
 namespace sparsekern::cpu::SK_ISA_NS {
 
@@ -13,16 +13,37 @@ inline bool csr_mm_tile(const index_t* __restrict crow, const index_t* __restric
                         const float* __restrict bias, int64_t n0, out_t* __restrict out, int64_t osm,
                         int64_t osn, int64_t r0, int64_t r1) {
   for (int64_t m = r0; m < r1; ++m) {
-    float acc[NT];
+    // Two accumulator sets (even and odd entries): one set makes every entry wait for the previous FMA's
+    // latency (4 cycles); two halve that bound, leaving the gathered loads of B as the limit.
+    float acc[NT], acc2[NT];
     const float init = bias ? bias[m] : 0.f;
-    for (int i = 0; i < NT; ++i) acc[i] = init;
-    for (int64_t j = crow[m]; j < crow[m + 1]; ++j) {
+    for (int i = 0; i < NT; ++i) {
+      acc[i] = init;
+      acc2[i] = 0.f;
+    }
+    const int64_t end = crow[m + 1];
+    int64_t j = crow[m];
+    for (; j + 1 < end; j += 2) {
+      const int64_t c = col[j], c2 = col[j + 1];
+      if (static_cast<uint64_t>(c) >= static_cast<uint64_t>(K) ||
+          static_cast<uint64_t>(c2) >= static_cast<uint64_t>(K))
+        return false;
+      const float v = val[j], v2 = val[j + 1];
+      const float* __restrict b = B + c * ldb;
+      const float* __restrict b2 = B + c2 * ldb;
+      for (int i = 0; i < NT; ++i) {
+        acc[i] += v * b[i];
+        acc2[i] += v2 * b2[i];
+      }
+    }
+    if (j < end) {
       const int64_t c = col[j];
       if (static_cast<uint64_t>(c) >= static_cast<uint64_t>(K)) return false;
       const float v = val[j];
-      const float* __restrict b = B + c * ldb + n0;
+      const float* __restrict b = B + c * ldb;
       for (int i = 0; i < NT; ++i) acc[i] += v * b[i];
     }
+    for (int i = 0; i < NT; ++i) acc[i] += acc2[i];
     out_t* o = out + m * osm + n0 * osn;
     if (osn == 1) {
       for (int i = 0; i < NT; ++i) o[i] = static_cast<out_t>(acc[i]);
@@ -33,28 +54,28 @@ inline bool csr_mm_tile(const index_t* __restrict crow, const index_t* __restric
   return true;
 }
 
-// Rows [r0, r1), all N columns; bias (per row, may be null) seeds the accumulators. Returns false on a
+// Rows [r0, r1) times one column panel of B: `panel` is (K, width) contiguous, width <= kPanel, covering
+// output columns [n0, n0 + width). bias (per row, may be null) seeds the accumulators. Returns false on a
 // column index outside [0, K).
 template <typename index_t, typename out_t>
-bool csr_mm_rows(const index_t* crow, const index_t* col, const float* val, const float* B, int64_t ldb,
-                 int64_t K, const float* bias, int64_t N, out_t* out, int64_t osm, int64_t osn, int64_t r0,
-                 int64_t r1) {
-  int64_t n0 = 0;
+bool csr_mm_panel(const index_t* crow, const index_t* col, const float* val, const float* panel, int64_t width,
+                  int64_t K, const float* bias, int64_t n0, out_t* out, int64_t osm, int64_t osn, int64_t r0,
+                  int64_t r1) {
+  int64_t done = 0;
   bool ok = true;
-  for (; ok && N - n0 >= 64; n0 += 64)
-    ok = csr_mm_tile<64>(crow, col, val, B, ldb, K, bias, n0, out, osm, osn, r0, r1);
-#define SK_CSR_MM_REMAINDER(W)                                                          \
-  if (ok && N - n0 >= W) {                                                              \
-    ok = csr_mm_tile<W>(crow, col, val, B, ldb, K, bias, n0, out, osm, osn, r0, r1);          \
-    n0 += W;                                                                            \
+#define SK_CSR_MM_WIDTH(W)                                                                                \
+  if (ok && width - done >= W) {                                                                          \
+    ok = csr_mm_tile<W>(crow, col, val, panel + done, width, K, bias, n0 + done, out, osm, osn, r0, r1); \
+    done += W;                                                                                            \
   }
-  SK_CSR_MM_REMAINDER(32)
-  SK_CSR_MM_REMAINDER(16)
-  SK_CSR_MM_REMAINDER(8)
-  SK_CSR_MM_REMAINDER(4)
-  SK_CSR_MM_REMAINDER(2)
-  SK_CSR_MM_REMAINDER(1)
-#undef SK_CSR_MM_REMAINDER
+  SK_CSR_MM_WIDTH(64)
+  SK_CSR_MM_WIDTH(32)
+  SK_CSR_MM_WIDTH(16)
+  SK_CSR_MM_WIDTH(8)
+  SK_CSR_MM_WIDTH(4)
+  SK_CSR_MM_WIDTH(2)
+  SK_CSR_MM_WIDTH(1)
+#undef SK_CSR_MM_WIDTH
   return ok;
 }
 

@@ -1,0 +1,14 @@
+"""Named benchmark presets: (M, K) weight shapes of real layers, sparsities, batch sizes N, dtypes."""
+
+import torch
+
+PRESETS = {
+    # The CPU default: one LLM-sized square layer across the sparsity range, decode to prefill batch.
+    "cpu": dict(shapes=[(4096, 4096)], sparsities=[0.5, 0.7, 0.8, 0.9, 0.95], ns=[1, 16, 64, 256],
+                dtypes=[torch.float32]),
+    # The GPU default: Llama-7B-like projections (square, up, down).
+    "gpu": dict(shapes=[(4096, 4096), (11008, 4096), (4096, 11008)], sparsities=[0.5, 0.7, 0.8, 0.9, 0.95],
+                ns=[1, 16, 128, 1024], dtypes=[torch.float16, torch.bfloat16]),
+    # A few seconds anywhere: checks that the harness runs end to end.
+    "quick": dict(shapes=[(256, 512)], sparsities=[0.9], ns=[1, 32], dtypes=[torch.float32]),
+}

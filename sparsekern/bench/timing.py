@@ -1,0 +1,41 @@
+"""Timing that does not flatter sparse kernels: median of many calls, rotating between distinct input copies so
+a weight is never re-read from a warm cache, and the machine's own copy bandwidth as the memory reference."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from typing import Callable, Sequence
+
+import torch
+
+
+def median_ms(calls: Sequence[Callable[[], object]], device: torch.device, min_reps: int = 7,
+              max_reps: int = 30, budget_s: float = 1.0) -> float:
+    """Median wall time of one call in ms; `calls` are the same computation on different input copies."""
+    if device.type == "cuda":
+        from triton.testing import do_bench  # flushes L2 between calls
+
+        rotation = itertools.cycle(calls)
+        return float(do_bench(lambda: next(rotation)(), return_mode="median"))
+    for call in calls:  # warm-up: first-touch page faults, thread pool start
+        call()
+    samples: list[float] = []
+    start = time.perf_counter()
+    for call in itertools.cycle(calls):
+        t0 = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - t0)
+        if len(samples) >= max_reps or (len(samples) >= min_reps and time.perf_counter() - start > budget_s):
+            break
+    return statistics.median(samples) * 1e3
+
+
+def copy_bandwidth_gbs(device: torch.device, nbytes: int = 512 << 20) -> float:
+    """Measured device-memory bandwidth of a large copy (bytes read + written per second), the reference for
+    '% of memory floor'."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    ms = median_ms([lambda: dst.copy_(src)], device, min_reps=5, max_reps=10)
+    return 2 * nbytes / (ms * 1e-3) / 1e9
