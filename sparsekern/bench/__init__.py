@@ -23,7 +23,7 @@ from .shapes import PRESETS
 from .timing import copy_bandwidth_gbs, median_ms
 
 # op -> module providing cases(preset, device)
-OPS = {"csr_mm": "sparsekern.bench.csr_mm"}
+OPS = {"csr_mm": "sparsekern.bench.csr_mm", "semi24_mm": "sparsekern.bench.semi24_mm"}
 
 
 def _device_name(device: torch.device) -> str:
