@@ -9,6 +9,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/csr_common.h"
 #include "cpu/isa.h"
@@ -25,12 +28,16 @@ void semi24_mm_into(const at::Tensor& values, const at::Tensor& metadata, const 
                     const std::optional<at::Tensor>& bias, at::Tensor& out) {
   const int64_t M = values.size(0), K = B.size(0), N = B.size(1);
   if (M == 0 || N == 0) return;
-  const at::Tensor v = as_float_contiguous(values), B_f = as_float_contiguous(B), meta = metadata.contiguous();
+  // The kernel wants N == 1 or a multiple of 16: other widths get zero columns (a K x 16 copy at most).
+  const int64_t Np = N == 1 ? 1 : (N + 15) / 16 * 16;
+  at::Tensor B_f = as_float_contiguous(B);
+  if (Np != N) B_f = at::constant_pad_nd(B_f, {0, Np - N});
+  const at::Tensor v = as_float_contiguous(values), meta = metadata.contiguous();
   const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
-  // The kernel accumulates in place across K blocks, so it writes a dense fp32 (M, N) buffer: `out` itself when
+  // The kernel accumulates in place across K blocks, so it writes a dense fp32 (M, Np) buffer: `out` itself when
   // it is one, else a temporary copied out once at the end.
-  const bool direct = out.scalar_type() == at::kFloat && out.stride(1) == 1 && (out.stride(0) == N || M == 1);
-  at::Tensor acc = direct ? out : at::empty({M, N}, out.options().dtype(at::kFloat));
+  const bool direct = Np == N && out.scalar_type() == at::kFloat && out.stride(1) == 1 && (out.stride(0) == N || M == 1);
+  at::Tensor acc = direct ? out : at::empty({M, Np}, out.options().dtype(at::kFloat));
   const float* v_p = v.data_ptr<float>();
   const int32_t* meta_p = meta.data_ptr<int32_t>();
   const float* B_p = B_f.data_ptr<float>();
@@ -41,9 +48,9 @@ void semi24_mm_into(const at::Tensor& values, const at::Tensor& metadata, const 
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   const int64_t grain = std::max<int64_t>(4, (M + threads - 1) / threads);
   at::parallel_for(0, M, grain, [&](int64_t r0, int64_t r1) {
-    SK_ISA_DISPATCH(semi24_mm_rows, v_p, ldv, meta_p, KB, B_p, N, K, N, bias_p, acc_p, N, r0, r1);
+    SK_ISA_DISPATCH(semi24_mm_rows, v_p, ldv, meta_p, KB, B_p, Np, K, Np, bias_p, acc_p, Np, r0, r1);
   });
-  if (!direct) out.copy_(acc);
+  if (!direct) out.copy_(Np == N ? acc : acc.narrow(1, 0, N));
 }
 
 at::Tensor semi24_mm_cpu(const at::Tensor& values, const at::Tensor& metadata, const at::Tensor& B) {
