@@ -37,7 +37,18 @@ inline void check_semi24_dense(const char* op, const at::Tensor& t, const char* 
   check_same_device(op, values, "values", t, name);
 }
 
-inline void check_semi24_bias(const char* op, const std::optional<at::Tensor>& bias, const at::Tensor& values) {
+// semi24_mm(values, metadata, B): B (K, N).
+inline void check_semi24_mm(const at::Tensor& values, const at::Tensor& metadata, const at::Tensor& B) {
+  check_semi24_dense("semi24_mm", B, "B", values);
+  check_semi24_components("semi24_mm", values, metadata, B.size(0));
+}
+
+// semi24_linear(x, values, metadata, bias): x (T, K), bias (M,) or none.
+inline void check_semi24_linear(const at::Tensor& x, const at::Tensor& values, const at::Tensor& metadata,
+                                const std::optional<at::Tensor>& bias) {
+  const char* op = "semi24_linear";
+  check_semi24_dense(op, x, "x", values);
+  check_semi24_components(op, values, metadata, x.size(1));
   if (!bias.has_value()) return;
   check_dim(op, *bias, "bias", 1);
   check_same_dtype(op, values, "values", *bias, "bias");

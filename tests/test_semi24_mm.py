@@ -267,7 +267,10 @@ def test_decode_kernel_emulation(N):
 
 # ---------------------------------------------------------------------------------------------- CPU kernel
 
-SHAPES = [(1, 1, 1), (7, 33, 5), (33, 7, 65), (64, 128, 64), (100, 250, 17), (37, 131, 130), (257, 516, 33)]
+# N = 1: the gather path (with and without a ragged K tail); other N not a multiple of 16: padded columns; N = 1100:
+# several row panels.
+SHAPES = [(1, 1, 1), (70, 300, 1), (40, 96, 1), (7, 33, 5), (33, 7, 65), (64, 128, 64), (100, 250, 17),
+          (37, 131, 130), (257, 516, 33), (300, 64, 1100)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -54,9 +54,7 @@ void semi24_mm_into(const at::Tensor& values, const at::Tensor& metadata, const 
 }
 
 at::Tensor semi24_mm_cpu(const at::Tensor& values, const at::Tensor& metadata, const at::Tensor& B) {
-  const char* op = "semi24_mm";
-  check_semi24_dense(op, B, "B", values);
-  check_semi24_components(op, values, metadata, B.size(0));
+  check_semi24_mm(values, metadata, B);
   at::Tensor out = at::empty({values.size(0), B.size(1)}, B.options());
   semi24_mm_into(values, metadata, B, std::nullopt, out);
   return out;
@@ -64,10 +62,7 @@ at::Tensor semi24_mm_cpu(const at::Tensor& values, const at::Tensor& metadata, c
 
 at::Tensor semi24_linear_cpu(const at::Tensor& x, const at::Tensor& values, const at::Tensor& metadata,
                              const std::optional<at::Tensor>& bias) {
-  const char* op = "semi24_linear";
-  check_semi24_dense(op, x, "x", values);
-  check_semi24_components(op, values, metadata, x.size(1));
-  check_semi24_bias(op, bias, values);
+  check_semi24_linear(x, values, metadata, bias);
   at::Tensor out = at::empty({x.size(0), values.size(0)}, x.options());
   at::Tensor out_t = out.t();
   semi24_mm_into(values, metadata, x.t(), bias, out_t);

@@ -512,23 +512,18 @@ void launch(const char* op, const at::Tensor& values, const at::Tensor& metadata
 }
 
 at::Tensor semi24_mm_cuda(const at::Tensor& values, const at::Tensor& metadata, const at::Tensor& B) {
-  const char* op = "semi24_mm";
-  check_semi24_dense(op, B, "B", values);
-  check_semi24_components(op, values, metadata, B.size(0));
+  check_semi24_mm(values, metadata, B);
   at::Tensor out = at::empty({values.size(0), B.size(1)}, B.options());
-  launch(op, values, metadata, B, false, std::nullopt, out, B.size(1), 1);
+  launch("semi24_mm", values, metadata, B, false, std::nullopt, out, B.size(1), 1);
   return out;
 }
 
 at::Tensor semi24_linear_cuda(const at::Tensor& x, const at::Tensor& values, const at::Tensor& metadata,
                               const std::optional<at::Tensor>& bias) {
-  const char* op = "semi24_linear";
-  check_semi24_dense(op, x, "x", values);
-  check_semi24_components(op, values, metadata, x.size(1));
-  check_semi24_bias(op, bias, values);
+  check_semi24_linear(x, values, metadata, bias);
   const int64_t M = values.size(0);
   at::Tensor out = at::empty({x.size(0), M}, x.options());
-  launch(op, values, metadata, x, true, bias, out, 1, M);  // out (T, M): element (m, n) at n * M + m
+  launch("semi24_linear", values, metadata, x, true, bias, out, 1, M);  // out (T, M): element (m, n) at n * M + m
   return out;
 }
 
