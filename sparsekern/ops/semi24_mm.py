@@ -4,9 +4,10 @@ Backends: the C++ CPU kernel, and the CUDA kernel (csrc/cuda/semi24_mm.cu: spars
 plain SIMT kernel for fp32). No Triton fallback exists (Triton has no 2:4 instruction), so a build without CUDA
 kernels raises a clear error when called with CUDA tensors.
 
-Differentiable: the dense operand (B, or x in the Linear orientation), the bias, and the stored values (the
-gradient of every stored slot, padding-free: slots keep their column, so a trained weight stays 2:4). The
-backward products use the dense reconstruction of A (torch ops, any device): training is not the hot path.
+Differentiable: the dense operand (B, or x in the Linear orientation), the bias, and the stored values (each
+stored slot gets the dense gradient at its column, zero in the padding; slots keep their columns, so a trained
+weight stays 2:4). The backward products use the dense reconstruction of A (torch ops, any device): training is
+not the hot path this format is for.
 """
 
 from __future__ import annotations
