@@ -56,6 +56,15 @@ def accuracy(model: nn.Module, x, y) -> float:
 
 def main(n_train: int = 8000, epochs: int = 30, finetune_epochs: int = 6, levels=LEVELS, seed: int = 0, verbose=True):
     """Returns [{"sparsity", "pruned" (one-shot, no fine-tuning), "finetuned" (iterative)}] plus the dense row."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # matmuls this small gain nothing from threads, and lose much on a busy machine
+    try:
+        return experiment(n_train, epochs, finetune_epochs, levels, seed, verbose)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def experiment(n_train, epochs, finetune_epochs, levels, seed, verbose):
     torch.manual_seed(seed)
     start = time.perf_counter()
     x, y = make_data(n_train + 4000, seed=seed)
