@@ -1,9 +1,9 @@
 """sparsekern: sparse GEMM kernels (CSR, BSR, 2:4) for PyTorch and the modules that use them."""
 
 from . import formats, ops, pruning
+from .report import report
 from .backends import backends
 from .formats import CSRMatrix
-from .report import report
 
 __version__ = "0.1.0"
 
