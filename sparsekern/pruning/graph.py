@@ -202,7 +202,8 @@ class ChannelGraph:
                     for n in node.args:
                         self._pin(n, f"is added (by {node.name}) to a tensor that is not a compatible layer output")
             elif kind != "shape":
-                what = "is a model output" if node.op == "output" else f"feeds {node.op} {node.target}"
+                target = getattr(node.target, "__name__", node.target)
+                what = "is a model output" if node.op == "output" else f"feeds {node.op} {target}"
                 for n in node.all_input_nodes:
                     self._pin(n, what)
         for name, count in calls.items():

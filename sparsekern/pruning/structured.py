@@ -15,6 +15,8 @@ BatchNorm affine parameters of pruned channels; otherwise shrink_ raises ValueEr
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -42,10 +44,13 @@ def _removals(graph: ChannelGraph) -> list[tuple[Group, torch.Tensor, int]]:
     constants = None
     out = []
     for g in graph.groups():
-        if g.pinned:
-            continue
         zero = torch.stack([(view2d(effective_weight(mods[p])) == 0).all(1).cpu() for p in g.producers]).all(0)
         gone = zero.nonzero().flatten()
+        if g.pinned:
+            if gone.numel():
+                warnings.warn(f"{WHERE}: channels {gone.tolist()} of {g.producers} are pruned but kept: their "
+                              f"tensor {'; '.join(dict.fromkeys(g.pinned))}", stacklevel=3)  # fmt: skip
+            continue
         if gone.numel() == zero.numel():
             gone = gone[1:]  # keep one (zero) channel rather than build zero-width layers
         if gone.numel() == 0:
@@ -90,7 +95,8 @@ def shrink_(
     With `sparsity`, first channel-prunes the layers whose channels can be removed (and `filter_fn` selects)
     with prune(model, sparsity, granularity="channel", criterion=criterion, **prune_options). Pruning
     reparametrisations are baked in first (remove). Shrunk layers get new Parameters: build the optimiser after.
-    Exact for the eval-mode output (BatchNorms use running statistics)."""
+    Exact for the eval-mode output (BatchNorms use running statistics). A layer keeps at least one channel.
+    Pruned channels that cannot be removed are kept (zero), with a warning giving the reason."""
     graph = _graph(model)
     if sparsity is not None:
         free = {p for g in graph.groups() if not g.pinned for p in g.producers}
