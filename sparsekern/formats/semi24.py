@@ -44,8 +44,8 @@ lane pair (PTX ISA "Sparse matrix storage"); the half-word/lane assignment insid
 figure and is derived here (KERNEL_NOTES) and checked against the CUTLASS layout; `semi24_mma.py` emulates how
 the instruction reads this layout and the tests compare that emulation with to_dense().
 
-The CPU kernel reads the same layout: for row m and k32 step kb, the two words 4g + 2*tile and 4g + 2*tile + 1
-are adjacent, so one 8-byte load yields the 8 nibbles of the step.
+The CPU kernel reads the same layout: row m's 8 nibbles of k32 step kb are half-word `hi` of the adjacent words
+4g + 2*tile and 4g + 2*tile + 1 (one cache line), so it needs no copy of the indices in another order.
 """
 
 from __future__ import annotations
