@@ -117,6 +117,7 @@ def csr_mm(A: CSRMatrix, B: torch.Tensor, *, validate: bool = False) -> torch.Te
     """A (M, K) CSR @ B (K, N) dense -> (M, N) dense in B's dtype, accumulated in fp32.
 
     `validate=True` also checks the index contents (a device sync on GPU); the CPU kernel always checks them.
+    GPU kernels walk the rows in A.row_order (longest first) and read compact (int16) columns natively.
     """
     require_C("csr_mm")
     if not isinstance(A, CSRMatrix):
