@@ -40,23 +40,42 @@ inline void check_dim(const char* op, const at::Tensor& t, const char* name, int
   SK_CHECK_VALUE(t.dim() == dim, op, name, " must be ", dim, "-D, got shape ", t.sizes());
 }
 
-// The index components of a compressed-row format (CSR rows, BSR block rows): 1-D, int32 or int64, one dtype.
-inline void check_compressed_indices(const char* op, const at::Tensor& crow, const at::Tensor& col) {
+// col_indices has crow's dtype, or is int16 ("compact" indices for K <= 65536): an int16 column holds the 16-bit
+// pattern of an index in [0, 65535], so every kernel reads it as uint16 (col & 0xFFFF).
+inline void check_col_dtype(const char* op, const at::Tensor& crow, const at::Tensor& col) {
+  SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type() || col.scalar_type() == at::kShort, op,
+                "col_indices must have the dtype of crow_indices (", crow.scalar_type(), ") or be int16, got ",
+                col.scalar_type());
+}
+
+// The optional row order (a permutation of the M rows, longest first) that the GPU kernels walk rows in: it
+// has crow's dtype and M entries. Its contents are checked by the CSRMatrix constructor / validate=True.
+inline void check_row_order(const char* op, const std::optional<at::Tensor>& order, const at::Tensor& crow) {
+  if (!order.has_value()) return;
+  check_dim(op, *order, "row_order", 1);
+  SK_CHECK_TYPE(order->scalar_type() == crow.scalar_type(), op, "row_order must have the dtype of crow_indices (",
+                crow.scalar_type(), "), got ", order->scalar_type());
+  SK_CHECK_VALUE(order->numel() == crow.numel() - 1, op, "row_order must have M = ", crow.numel() - 1,
+                 " entries, got ", order->numel());
+  check_same_device(op, crow, "crow_indices", *order, "row_order");
+}
+
+// The index tensors of a compressed-row format (CSR rows, BSR block rows): 1-D, crow int32 or int64, one device.
+// The dtype rule for col is the format's.
+inline void check_index_components(const char* op, const at::Tensor& crow, const at::Tensor& col) {
   check_dim(op, crow, "crow_indices", 1);
   check_dim(op, col, "col_indices", 1);
   SK_CHECK_TYPE(crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong, op,
                 "crow_indices must be int32 or int64, got ", crow.scalar_type());
-  SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type(), op,
-                "col_indices must have the dtype of crow_indices (", crow.scalar_type(), "), got ",
-                col.scalar_type());
   check_same_device(op, crow, "crow_indices", col, "col_indices");
 }
 
 // The component tensors of a CSR matrix: cheap checks only (no reads of index contents).
 inline void check_csr_components(const char* op, const at::Tensor& crow, const at::Tensor& col,
                                  const at::Tensor& val) {
-  check_compressed_indices(op, crow, col);
+  check_index_components(op, crow, col);
   check_dim(op, val, "values", 1);
+  check_col_dtype(op, crow, col);
   check_float(op, val, "values");
   SK_CHECK_VALUE(crow.numel() >= 1, op, "crow_indices must have M + 1 >= 1 entries");
   SK_CHECK_VALUE(col.numel() == val.numel(), op, "col_indices and values must have the same length, got ",

@@ -12,14 +12,20 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(sparsekern, m) {
-  // CSR (M, K) @ B (K, N) -> (M, N). M = crow.numel() - 1, K = B.size(0).
-  m.def("csr_mm(Tensor crow, Tensor col, Tensor val, Tensor B) -> Tensor");
+  // CSR (M, K) @ B (K, N) -> (M, N). M = crow.numel() - 1, K = B.size(0). col may be int16 (read as uint16,
+  // K <= 65536). row_order: optional permutation of the rows (longest first) that GPU kernels walk rows in.
+  m.def("csr_mm(Tensor crow, Tensor col, Tensor val, Tensor B, Tensor? row_order=None) -> Tensor");
   // x (T, K) @ A.T + bias -> (T, M), A in CSR (M, K): the nn.Linear orientation, no transposed copy of A.
-  m.def("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias) -> Tensor");
+  m.def("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias, Tensor? row_order=None) -> Tensor");
   // Gradient of CSR values: out[j] = dot(G[row(j), :], B[col[j], :]) for every stored entry j (SDDMM).
   m.def("csr_sddmm(Tensor crow, Tensor col, Tensor G, Tensor B) -> Tensor");
   // BSR (M, K) @ B (K, N) -> (M, N); val (nblocks, bm, bk), crow ceil(M/bm) + 1 entries, K = B.size(0).
   m.def("bsr_mm(Tensor crow, Tensor col, Tensor val, int M, Tensor B) -> Tensor");
   // x (T, K) @ A.T + bias -> (T, M), A in BSR (M, K): the nn.Linear orientation, no transposed copy of A.
   m.def("bsr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, int M, Tensor? bias) -> Tensor");
+  // 2:4 (M, K) @ B (K, N) -> (M, N); values (M, Kp/2) and metadata (ceil(M/32), Kp/32, 32) int32 in the
+  // Semi24Matrix layout, K = B.size(0), Kp = K rounded up to 64.
+  m.def("semi24_mm(Tensor values, Tensor metadata, Tensor B) -> Tensor");
+  // x (T, K) @ A.T + bias -> (T, M), A 2:4 as above: the nn.Linear orientation, neither A nor x transposed.
+  m.def("semi24_linear(Tensor x, Tensor values, Tensor metadata, Tensor? bias) -> Tensor");
 }

@@ -51,3 +51,15 @@ def poison_cuda():
     block = torch.full((min(free // 8, 1 << 28),), float("nan"), device="cuda")
     del block
     yield
+
+
+def randomise_bn(model):
+    """Random BatchNorm affine parameters and running statistics (a fresh BatchNorm is the identity), in eval
+    mode; returns the model."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.weight.data = torch.randn(m.num_features)
+            m.bias.data = torch.randn(m.num_features)
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return model.eval()

@@ -76,6 +76,50 @@ def test_csr_mm_duplicate_entries_are_summed():
     assert sk.ops.csr_mm(A, B).tolist() == [[304.0, 3040.0], [0.0, 0.0]]
 
 
+def _compact_case(dtype=torch.float32, index_dtype=None):
+    """A (6, 40000) matrix with compact (int16) columns, several of them >= 32768 (negative as int16)."""
+    W = random_sparse(6, 40000, 0.999, dtype)
+    W[1, [0, 32767, 32768, 39999]] = torch.tensor([1.0, 2.0, 3.0, 4.0]).to(dtype)
+    A = sk.CSRMatrix.from_dense(W, index_dtype=index_dtype, col_dtype=torch.int16)
+    assert int(A.col_indices.min()) < 0
+    return W, A
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_csr_ops_cpu_compact_columns(dtype, index_dtype):
+    W, A = _compact_case(dtype, index_dtype)
+    B = torch.randn(40000, 9).to(dtype)
+    assert_close(sk.ops.csr_mm(A, B), reference_mm(W, B), dtype, k=64)
+    x = torch.randn(3, 40000).to(dtype)
+    assert_close(sk.ops.sparse_linear(x, A), x.double() @ W.double().T, dtype, k=64)
+    G = torch.randn(6, 9).to(dtype)
+    out = torch.ops.sparsekern.csr_sddmm(A.crow_indices, A.col_indices, G, B)
+    assert_close(out, (G.double() @ B.double().T)[W != 0], dtype, k=9)
+
+
+def test_csr_mm_cpu_compact_backward():
+    W, A = _compact_case()
+    A.values.requires_grad_(True)
+    B = torch.randn(40000, 4, requires_grad=True)
+    sk.ops.csr_mm(A, B).square().sum().backward()
+    Wd = W.double().requires_grad_(True)
+    Bd = B.detach().double().requires_grad_(True)
+    (Wd @ Bd).square().sum().backward()
+    assert_close(B.grad, Bd.grad, torch.float32, k=6)
+    assert_close(A.values.grad, Wd.grad[W != 0], torch.float32, k=4)
+
+
+def test_csr_mm_row_order_does_not_change_results():
+    W = random_sparse(37, 29, 0.7)
+    A = sk.CSRMatrix.from_dense(W)
+    B = torch.randn(29, 11)
+    ref = sk.ops.csr_mm(A, B)
+    for order in (None, A.row_order, torch.randperm(37).int()):
+        out = torch.ops.sparsekern.csr_mm(A.crow_indices, A.col_indices, A.values, B, order)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("M,K,N", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
 def test_csr_mm_zero_sized(M, K, N):
     A = sk.CSRMatrix.from_dense(torch.zeros(M, K))
@@ -139,6 +183,7 @@ def test_sparse_linear_backward_matches_dense(dtype):
 def _opcheck_cases():
     W = random_sparse(23, 17, 0.6)
     A = sk.CSRMatrix.from_dense(W)
+    C = sk.CSRMatrix.from_dense(W, col_dtype=torch.int16)
     B = torch.randn(17, 5, requires_grad=True)
     val = A.values.clone().requires_grad_(True)
     x = torch.randn(6, 17, requires_grad=True)
@@ -147,13 +192,16 @@ def _opcheck_cases():
     return [
         (torch.ops.sparsekern.csr_mm.default, (A.crow_indices, A.col_indices, A.values, B)),
         (torch.ops.sparsekern.csr_mm.default, (A.crow_indices, A.col_indices, val, B.detach())),
+        (torch.ops.sparsekern.csr_mm.default, (C.crow_indices, C.col_indices, val, B, C.row_order)),
         (torch.ops.sparsekern.csr_linear.default, (x, A.crow_indices, A.col_indices, val, bias)),
         (torch.ops.sparsekern.csr_linear.default, (x.detach(), A.crow_indices, A.col_indices, A.values, None)),
+        (torch.ops.sparsekern.csr_linear.default, (x, C.crow_indices, C.col_indices, val, bias, C.row_order)),
         (torch.ops.sparsekern.csr_sddmm.default, (A.crow_indices, A.col_indices, G, B.detach())),
+        (torch.ops.sparsekern.csr_sddmm.default, (C.crow_indices, C.col_indices, G, B.detach())),
     ]
 
 
-@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("case", range(8))
 def test_opcheck(case):
     op, args = _opcheck_cases()[case]
     torch.library.opcheck(op, args)
@@ -205,12 +253,29 @@ def _good():
         (lambda c, i, v, B: (c, i + 5, v, B), IndexError, "out of range for K = 5"),
         (lambda c, i, v, B: (c, i - 9, v, B), IndexError, "out of range"),
         (lambda c, i, v, B: (c, i, v, B[:3]), IndexError, "out of range for K = 3"),
+        (lambda c, i, v, B: (c, i.to(torch.int8), v, B), TypeError, "dtype of crow_indices .* or be int16"),
     ],
 )
 def test_csr_mm_op_rejects(mutate, exc, match):
     crow, col, val, B = mutate(*_good())
     with pytest.raises(exc, match=f"sparsekern.csr_mm: .*{match}"):
         torch.ops.sparsekern.csr_mm(crow, col, val, B)
+
+
+@pytest.mark.parametrize(
+    "order, exc, match",
+    [
+        (torch.arange(6), TypeError, "row_order must have the dtype of crow_indices"),
+        (torch.arange(5, dtype=torch.int32), ValueError, "row_order must have M = 6 entries"),
+        (torch.arange(6, dtype=torch.int32)[None], ValueError, "row_order must be 1-D"),
+    ],
+)
+def test_csr_ops_reject_bad_row_order(order, exc, match):
+    crow, col, val, B = _good()
+    with pytest.raises(exc, match=f"sparsekern.csr_mm: {match}"):
+        torch.ops.sparsekern.csr_mm(crow, col, val, B, order)
+    with pytest.raises(exc, match=f"sparsekern.csr_linear: {match}"):
+        torch.ops.sparsekern.csr_linear(B.t().contiguous(), crow, col, val, None, order)
 
 
 def test_bad_column_caught_even_when_N_is_zero():

@@ -94,3 +94,70 @@ def test_from_dense_rejects():
         sk.CSRMatrix.from_dense(torch.zeros(3, 3), mask=torch.ones(3, 2, dtype=torch.bool))
     with pytest.raises(TypeError, match="sparse_csr"):
         sk.CSRMatrix.from_torch(torch.zeros(3, 3))
+
+
+# ---------------------------------------------------------------------------------------------- compact columns
+
+
+def test_csr_compact_columns_round_trip():
+    """int16 columns hold indices up to 65535 as their 16-bit pattern (negative int16 past 32767)."""
+    W = torch.zeros(4, 65536)
+    cols = torch.tensor([0, 1, 32767, 32768, 40000, 65535])
+    W[0, cols] = torch.arange(1.0, 7.0)
+    W[2, 65535] = -3.0
+    A = sk.CSRMatrix.from_dense(W, col_dtype=torch.int16)
+    assert A.col_indices.dtype == torch.int16 and A.crow_indices.dtype == torch.int32
+    assert int(A.col_indices.min()) < 0  # columns >= 32768 wrap, on purpose
+    torch.testing.assert_close(A.to_dense(), W, rtol=0, atol=0)
+    T = A.to_torch()
+    assert T.col_indices().dtype == torch.int32
+    torch.testing.assert_close(T.to_dense(), W, rtol=0, atol=0)
+    B = sk.CSRMatrix.from_torch(W.to_sparse_csr(), col_dtype=torch.int16)
+    assert B.col_indices.dtype == torch.int16 and torch.equal(B.col_indices, A.col_indices)
+    torch.testing.assert_close(A.t().to_dense(), W.t(), rtol=0, atol=0)
+    sk.CSRMatrix(A.crow_indices, A.col_indices, A.values, A.shape)  # validates: every column in range
+
+
+def test_csr_compact_columns_rejected_where_they_cannot_fit():
+    with pytest.raises(ValueError, match="CSRMatrix.from_dense: col_dtype=torch.int16 needs K <= 65536"):
+        sk.CSRMatrix.from_dense(torch.zeros(2, 65537), col_dtype=torch.int16)
+    with pytest.raises(TypeError, match="col_dtype must be None, torch.int16"):
+        sk.CSRMatrix.from_dense(torch.zeros(2, 3), col_dtype=torch.int8)
+    A = sk.CSRMatrix.from_dense(torch.eye(3), col_dtype=torch.int16)
+    with pytest.raises(ValueError, match="CSRMatrix: int16 \\(compact\\) col_indices need K <= 65536"):
+        sk.CSRMatrix(A.crow_indices, A.col_indices, A.values, (3, 70000))
+    with pytest.raises(IndexError, match="CSRMatrix: col_indices\\[2\\] = 2 is out of range for K = 2"):
+        sk.CSRMatrix(A.crow_indices, A.col_indices, A.values, (3, 2))
+
+
+# ---------------------------------------------------------------------------------------------- row order
+
+
+def test_csr_row_order_is_longest_first_and_travels():
+    W = torch.zeros(5, 6)
+    W[1, :4] = 1.0  # 4 entries
+    W[3, :2] = 1.0  # 2
+    W[4, :4] = 2.0  # 4 (ties keep storage order)
+    W[0, 5] = 1.0  # 1
+    A = sk.CSRMatrix.from_dense(W)
+    assert A.row_order.tolist() == [1, 4, 3, 0, 2] and A.row_order.dtype == A.crow_indices.dtype
+    assert torch.equal(A.to(dtype=torch.float16).row_order, A.row_order)
+    assert sk.CSRMatrix.from_dense(W, index_dtype=torch.int64).row_order.dtype == torch.int64
+    assert sk.CSRMatrix.from_dense(torch.zeros(0, 3)).row_order.shape == (0,)
+    given = torch.tensor([4, 3, 2, 1, 0], dtype=torch.int32)
+    assert sk.CSRMatrix(A.crow_indices, A.col_indices, A.values, A.shape, row_order=given).row_order is given
+
+
+@pytest.mark.parametrize(
+    "order, exc, match",
+    [
+        (torch.tensor([0, 1, 2, 3, 3], dtype=torch.int32), ValueError, "permutation"),
+        (torch.tensor([0, 1, 2, 3, 5], dtype=torch.int32), ValueError, "permutation"),
+        (torch.tensor([0, 1, 2, 3], dtype=torch.int32), ValueError, "M = 5 entries"),
+        (torch.arange(5), TypeError, "dtype of crow_indices"),
+    ],
+)
+def test_csr_row_order_rejects(order, exc, match):
+    A = sk.CSRMatrix.from_dense(torch.eye(5))
+    with pytest.raises(exc, match=f"CSRMatrix: row_order .*{match}|CSRMatrix: .*{match}"):
+        sk.CSRMatrix(A.crow_indices, A.col_indices, A.values, A.shape, row_order=order)

@@ -34,7 +34,9 @@ constexpr int64_t kDotN = 8;
 // Cheap checks of the components (no reads of index contents) against the logical M.
 void check_bsr_components(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
                           int64_t M) {
-  check_compressed_indices(op, crow, col);
+  check_index_components(op, crow, col);
+  SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type(), op, "col_indices must have the dtype of crow_indices (",
+                crow.scalar_type(), "), got ", col.scalar_type());
   check_dim(op, val, "values", 3);
   check_float(op, val, "values");
   check_same_device(op, crow, "crow_indices", val, "values");

@@ -59,6 +59,15 @@ bool parallel_over_rows(const index_t* crow, int64_t M, const Fn& fn) {
   return ok.load();
 }
 
+// Calls fn(col_p) with col's data as `const index_t*`, or as `const uint16_t*` for int16 (compact) columns, which
+// hold the 16-bit pattern of an index in [0, 65535]. Kernels template on the pointer type, so reading compact
+// columns costs nothing extra in the inner loops.
+template <typename index_t, typename Fn>
+auto with_col_ptr(const at::Tensor& col, const Fn& fn) {
+  if (col.scalar_type() == at::kShort) return fn(reinterpret_cast<const uint16_t*>(col.const_data_ptr<int16_t>()));
+  return fn(col.const_data_ptr<index_t>());
+}
+
 // fp16/bf16 operands are widened to fp32 once per call: each dense row is read by ~nnz/K stored entries, so
 // widening it once is cheaper than converting at every use, and the inner loops stay pure fp32 FMAs.
 inline at::Tensor as_float_contiguous(const at::Tensor& t) {

@@ -24,18 +24,19 @@ namespace {
 
 constexpr int64_t kPanel = 64;
 
-template <typename index_t>
-[[noreturn]] void throw_bad_column(const char* op, const at::Tensor& col, int64_t K) {
-  const index_t* c = col.data_ptr<index_t>();
-  for (int64_t j = 0; j < col.numel(); ++j) {
+template <typename col_t>
+[[noreturn]] void throw_bad_column(const char* op, const col_t* c, int64_t nnz, int64_t K) {
+  for (int64_t j = 0; j < nnz; ++j) {
     if (c[j] < 0 || c[j] >= K) {
-      SK_CHECK_INDEX(false, op, "col_indices[", j, "] = ", c[j], " is out of range for K = ", K);
+      SK_CHECK_INDEX(false, op, "col_indices[", j, "] = ", static_cast<int64_t>(c[j]), " is out of range for K = ", K);
     }
   }
   TORCH_INTERNAL_ASSERT(false, "sparsekern.", op, ": a column index was out of range but none was found");
 }
 
-// out (M, N), any strides: out = A @ B + bias[:, None], with B (K, N) and A given by its components.
+// out (M, N), any strides: out = A @ B + bias[:, None], with B (K, N) and A given by its components. The CPU
+// kernel ignores the row order: its nnz-balanced contiguous row ranges already balance the threads, and walking
+// rows in storage order keeps the output writes sequential.
 void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
                  const at::Tensor& B, const std::optional<at::Tensor>& bias, at::Tensor& out) {
   const int64_t M = crow.numel() - 1, K = B.size(0), N = B.size(1);
@@ -46,33 +47,34 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
     panels.push_back(as_float_contiguous(B.slice(1, n0, std::min(N, n0 + kPanel))));
   }
   const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
+  const int64_t nnz = col_c.numel();
   AT_DISPATCH_INDEX_TYPES(crow_c.scalar_type(), "sparsekern_csr_mm", [&] {
     const index_t* crow_p = crow_c.data_ptr<index_t>();
-    check_crow(op, crow_p, M, col_c.numel());
-    if (N == 0 || M == 0) {
-      // No loop below reads the columns; check them anyway so validity never depends on N.
-      const index_t* c = col_c.data_ptr<index_t>();
-      for (int64_t j = 0; j < col_c.numel(); ++j)
-        if (c[j] < 0 || c[j] >= K) throw_bad_column<index_t>(op, col_c, K);
-      return;
-    }
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "sparsekern_csr_mm", [&] {
-      const index_t* col_p = col_c.data_ptr<index_t>();
-      const float* val_p = val_f.data_ptr<float>();
-      const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
-      scalar_t* out_p = out.data_ptr<scalar_t>();
-      const int64_t osm = out.stride(0), osn = out.stride(1);
-      const bool ok = parallel_over_rows(crow_p, M, [&](int64_t r0, int64_t r1) {
-        bool row_ok = true;
-        for (size_t p = 0; row_ok && p < panels.size(); ++p) {
-          const float* panel = panels[p].data_ptr<float>();
-          const int64_t n0 = static_cast<int64_t>(p) * kPanel, width = panels[p].size(1);
-          row_ok = SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, K, bias_p, n0, out_p, osm,
-                                   osn, r0, r1);
-        }
-        return row_ok;
+    check_crow(op, crow_p, M, nnz);
+    with_col_ptr<index_t>(col_c, [&](const auto* col_p) {
+      if (N == 0 || M == 0) {
+        // No loop below reads the columns; check them anyway so validity never depends on N.
+        for (int64_t j = 0; j < nnz; ++j)
+          if (col_p[j] < 0 || col_p[j] >= K) throw_bad_column(op, col_p, nnz, K);
+        return;
+      }
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "sparsekern_csr_mm", [&] {
+        const float* val_p = val_f.data_ptr<float>();
+        const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
+        scalar_t* out_p = out.data_ptr<scalar_t>();
+        const int64_t osm = out.stride(0), osn = out.stride(1);
+        const bool ok = parallel_over_rows(crow_p, M, [&](int64_t r0, int64_t r1) {
+          bool row_ok = true;
+          for (size_t p = 0; row_ok && p < panels.size(); ++p) {
+            const float* panel = panels[p].data_ptr<float>();
+            const int64_t n0 = static_cast<int64_t>(p) * kPanel, width = panels[p].size(1);
+            row_ok = SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, K, bias_p, n0, out_p, osm,
+                                     osn, r0, r1);
+          }
+          return row_ok;
+        });
+        if (!ok) throw_bad_column(op, col_p, nnz, K);
       });
-      if (!ok) throw_bad_column<index_t>(op, col_c, K);
     });
   });
 }
@@ -84,9 +86,11 @@ void check_dense(const char* op, const at::Tensor& t, const char* name, const at
   check_same_device(op, val, "values", t, name);
 }
 
-at::Tensor csr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, const at::Tensor& B) {
+at::Tensor csr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, const at::Tensor& B,
+                      const std::optional<at::Tensor>& row_order) {
   const char* op = "csr_mm";
   check_csr_components(op, crow, col, val);
+  check_row_order(op, row_order, crow);
   check_dense(op, B, "B", val);
   at::Tensor out = at::empty({crow.numel() - 1, B.size(1)}, B.options());
   csr_mm_into(op, crow, col, val, B, std::nullopt, out);
@@ -94,9 +98,10 @@ at::Tensor csr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::T
 }
 
 at::Tensor csr_linear_cpu(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
-                          const std::optional<at::Tensor>& bias) {
+                          const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& row_order) {
   const char* op = "csr_linear";
   check_csr_components(op, crow, col, val);
+  check_row_order(op, row_order, crow);
   check_dense(op, x, "x", val);
   const int64_t M = crow.numel() - 1;
   if (bias.has_value()) {

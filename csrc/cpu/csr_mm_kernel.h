@@ -7,8 +7,8 @@
 
 namespace sparsekern::cpu::SK_ISA_NS {
 
-template <int NT, typename index_t, typename out_t>
-inline bool csr_mm_tile(const index_t* __restrict crow, const index_t* __restrict col,
+template <int NT, typename index_t, typename col_t, typename out_t>
+inline bool csr_mm_tile(const index_t* __restrict crow, const col_t* __restrict col,
                         const float* __restrict val, const float* __restrict B, int64_t ldb, int64_t K,
                         const float* __restrict bias, int64_t n0, out_t* __restrict out, int64_t osm,
                         int64_t osn, int64_t r0, int64_t r1) {
@@ -54,11 +54,12 @@ inline bool csr_mm_tile(const index_t* __restrict crow, const index_t* __restric
   return true;
 }
 
+// col_t is index_t, or uint16_t for compact (int16) columns.
 // Rows [r0, r1) times one column panel of B: `panel` is (K, width) contiguous, width <= kPanel, covering
 // output columns [n0, n0 + width). bias (per row, may be null) seeds the accumulators. Returns false on a
 // column index outside [0, K).
-template <typename index_t, typename out_t>
-bool csr_mm_panel(const index_t* crow, const index_t* col, const float* val, const float* panel, int64_t width,
+template <typename index_t, typename col_t, typename out_t>
+bool csr_mm_panel(const index_t* crow, const col_t* col, const float* val, const float* panel, int64_t width,
                   int64_t K, const float* bias, int64_t n0, out_t* out, int64_t osm, int64_t osn, int64_t r0,
                   int64_t r1) {
   int64_t done = 0;

@@ -20,7 +20,7 @@ at::Tensor csr_sddmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at
   check_dim(op, col, "col_indices", 1);
   SK_CHECK_TYPE(crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong, op,
                 "crow_indices must be int32 or int64, got ", crow.scalar_type());
-  SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type(), op, "col_indices must have the dtype of crow_indices");
+  check_col_dtype(op, crow, col);
   SK_CHECK_VALUE(crow.numel() >= 1, op, "crow_indices must have M + 1 >= 1 entries");
   check_dim(op, G, "G", 2);
   check_dim(op, B, "B", 2);
@@ -38,16 +38,17 @@ at::Tensor csr_sddmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at
   const at::Tensor G_f = as_float_contiguous(G), B_f = as_float_contiguous(B);
   AT_DISPATCH_INDEX_TYPES(crow_c.scalar_type(), "sparsekern_csr_sddmm", [&] {
     const index_t* crow_p = crow_c.data_ptr<index_t>();
-    const index_t* col_p = col_c.data_ptr<index_t>();
     check_crow(op, crow_p, M, col_c.numel());
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "sparsekern_csr_sddmm", [&] {
-      const float* G_p = G_f.data_ptr<float>();
-      const float* B_p = B_f.data_ptr<float>();
-      scalar_t* out_p = out.data_ptr<scalar_t>();
-      const bool ok = parallel_over_rows(crow_p, M, [&](int64_t r0, int64_t r1) {
-        return SK_ISA_DISPATCH(csr_sddmm_rows, crow_p, col_p, G_p, B_p, K, N, out_p, r0, r1);
+    with_col_ptr<index_t>(col_c, [&](const auto* col_p) {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "sparsekern_csr_sddmm", [&] {
+        const float* G_p = G_f.data_ptr<float>();
+        const float* B_p = B_f.data_ptr<float>();
+        scalar_t* out_p = out.data_ptr<scalar_t>();
+        const bool ok = parallel_over_rows(crow_p, M, [&](int64_t r0, int64_t r1) {
+          return SK_ISA_DISPATCH(csr_sddmm_rows, crow_p, col_p, G_p, B_p, K, N, out_p, r0, r1);
+        });
+        SK_CHECK_INDEX(ok, op, "col_indices has an entry out of range for K = ", K);
       });
-      SK_CHECK_INDEX(ok, op, "col_indices has an entry out of range for K = ", K);
     });
   });
   return out;

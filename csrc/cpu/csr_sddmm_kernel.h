@@ -6,8 +6,8 @@
 
 namespace sparsekern::cpu::SK_ISA_NS {
 
-template <typename index_t, typename out_t>
-bool csr_sddmm_rows(const index_t* __restrict crow, const index_t* __restrict col, const float* __restrict G,
+template <typename index_t, typename col_t, typename out_t>
+bool csr_sddmm_rows(const index_t* __restrict crow, const col_t* __restrict col, const float* __restrict G,
                     const float* __restrict B, int64_t K, int64_t N, out_t* __restrict out, int64_t r0,
                     int64_t r1) {
   constexpr int L = 16;

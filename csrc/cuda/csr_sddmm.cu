@@ -1,6 +1,7 @@
 // CUDA kernel of csr_sddmm (gradient of CSR values): out[j] = dot(G[row(j), :], B[col(j), :]).
 // One warp per stored entry: lanes stride over N and reduce with shuffles; G and B go through strides so the
 // csr_linear backward can pass transposed views. Out-of-range columns (unvalidated input) give 0, never a read.
+// Columns may be int32, int64 or compact int16 (read as uint16), a runtime width (csr_common.cuh).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -9,6 +10,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "cuda/csr_common.cuh"
 
 namespace sparsekern::cuda {
 namespace {
@@ -28,14 +30,14 @@ __device__ int64_t row_of(const index_t* crow, int64_t M, int64_t j) {
 }
 
 template <typename scalar_t, typename index_t>
-__global__ void csr_sddmm_kernel(const index_t* __restrict__ crow, const index_t* __restrict__ col,
+__global__ void csr_sddmm_kernel(const index_t* __restrict__ crow, const void* __restrict__ col, int col_bytes,
                                  const scalar_t* __restrict__ G, const scalar_t* __restrict__ B,
                                  scalar_t* __restrict__ out, int64_t M, int64_t nnz, int64_t N, int64_t K,
                                  int64_t sgm, int64_t sgn, int64_t sbk, int64_t sbn) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (j >= nnz) return;
   const int64_t m = row_of(crow, M, j);
-  const int64_t c = col[j];
+  const int64_t c = load_index(col, j, col_bytes);
   float acc = 0.f;
   if (c >= 0 && c < K) {
     for (int64_t n = threadIdx.x; n < N; n += kWarp)
@@ -51,7 +53,7 @@ at::Tensor csr_sddmm_cuda(const at::Tensor& crow, const at::Tensor& col, const a
   check_dim(op, col, "col_indices", 1);
   SK_CHECK_TYPE(crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong, op,
                 "crow_indices must be int32 or int64, got ", crow.scalar_type());
-  SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type(), op, "col_indices must have the dtype of crow_indices");
+  check_col_dtype(op, crow, col);
   SK_CHECK_VALUE(crow.numel() >= 1, op, "crow_indices must have M + 1 >= 1 entries");
   check_dim(op, G, "G", 2);
   check_dim(op, B, "B", 2);
@@ -73,7 +75,8 @@ at::Tensor csr_sddmm_cuda(const at::Tensor& crow, const at::Tensor& col, const a
   AT_DISPATCH_INDEX_TYPES(crow_c.scalar_type(), "sparsekern_csr_sddmm_cuda", [&] {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, G.scalar_type(), "sparsekern_csr_sddmm_cuda", [&] {
       csr_sddmm_kernel<scalar_t, index_t><<<grid, block, 0, stream>>>(
-          crow_c.data_ptr<index_t>(), col_c.data_ptr<index_t>(), G.data_ptr<scalar_t>(), B.data_ptr<scalar_t>(),
+          crow_c.data_ptr<index_t>(), col_c.data_ptr(), static_cast<int>(col_c.element_size()),
+          G.data_ptr<scalar_t>(), B.data_ptr<scalar_t>(),
           out.data_ptr<scalar_t>(), M, nnz, N, K, G.stride(0), G.stride(1), B.stride(0), B.stride(1));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });

@@ -2,6 +2,7 @@
 
 One program per row: BLOCK_NNZ entries at a time, the dot products reduced over N in BLOCK_N slices. G and B
 may be transposed views (the csr_linear backward passes gradᵀ and xᵀ), so every access goes through strides.
+Compact (int16) column indices are read as unsigned.
 """
 
 import torch
@@ -9,6 +10,8 @@ import triton
 import triton.language as tl
 
 from .._checks import check_dim, check_same, fail
+from ..formats.csr import COMPACT_COL_DTYPE
+from .csr_mm import _load_cols
 
 
 @triton.jit
@@ -16,7 +19,7 @@ def _csr_sddmm_kernel(
     crow_ptr, col_ptr, g_ptr, b_ptr, out_ptr,
     N, K,
     stride_gm, stride_gn, stride_bk, stride_bn,
-    BLOCK_NNZ: tl.constexpr, BLOCK_N: tl.constexpr,
+    COL16: tl.constexpr, BLOCK_NNZ: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     m = tl.program_id(0).to(tl.int64)
     start = tl.load(crow_ptr + m).to(tl.int64)
@@ -24,8 +27,7 @@ def _csr_sddmm_kernel(
     for j0 in range(start, end, BLOCK_NNZ):
         offs_j = j0 + tl.arange(0, BLOCK_NNZ)
         j_mask = offs_j < end
-        cols = tl.load(col_ptr + offs_j, mask=j_mask, other=0).to(tl.int64)
-        row_ok = j_mask & (cols >= 0) & (cols < K)
+        cols, row_ok = _load_cols(col_ptr, offs_j, j_mask, K, COL16)
         acc = tl.zeros([BLOCK_NNZ], dtype=tl.float32)
         for n0 in range(0, N, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -56,6 +58,7 @@ def csr_sddmm(crow, col, G, B):
         crow, col, G, B, out,
         N, B.shape[0],
         G.stride(0), G.stride(1), B.stride(0), B.stride(1),
+        COL16=col.dtype == COMPACT_COL_DTYPE,
         BLOCK_NNZ=32, BLOCK_N=max(16, min(128, triton.next_power_of_2(max(N, 1)))),
     )
     return out

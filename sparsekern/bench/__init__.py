@@ -23,7 +23,12 @@ from .shapes import PRESETS
 from .timing import copy_bandwidth_gbs, median_ms
 
 # op -> module providing cases(preset, device)
-OPS = {"csr_mm": "sparsekern.bench.csr_mm", "bsr_mm": "sparsekern.bench.bsr_mm"}
+OPS = {
+    "csr_mm": "sparsekern.bench.csr_mm",
+    "csr_linear": "sparsekern.bench.csr_linear",
+    "semi24_mm": "sparsekern.bench.semi24_mm",
+    "bsr_mm": "sparsekern.bench.bsr_mm",
+}
 
 
 def _device_name(device: torch.device) -> str:
@@ -46,18 +51,29 @@ def _agrees(ours: torch.Tensor, dense: torch.Tensor) -> bool:
     return (ours.float() - dense.float()).abs().max().item() <= tol * scale
 
 
+def _ours(method: str) -> bool:
+    """Our methods: the compiled kernel ("sparsekern"), its forced variants ("sparsekern[...]"), Triton beside it."""
+    return method == "triton" or method.startswith("sparsekern")
+
+
 def run_cases(ops: list[str], preset: dict, device: torch.device, copy_gbs: float, log=print) -> list[dict]:
     rows = []
     for op in ops:
         for case in importlib.import_module(OPS[op]).cases(preset, device):
             dense_out = case.methods["dense"][0]()
-            agrees = _agrees(case.methods["sparsekern"][0](), dense_out)
+            agrees = True
             times = {}
             for name, calls in case.methods.items():
                 try:
+                    # Every method of ours must agree: the compiled kernel, its variants, and Triton beside it.
+                    if _ours(name):
+                        agrees &= _agrees(calls[0](), dense_out)
                     times[name] = median_ms(calls, device)
-                except (RuntimeError, NotImplementedError) as e:  # e.g. torch.sparse lacks this dtype here
+                except (RuntimeError, ValueError, NotImplementedError) as e:
+                    # e.g. torch.sparse lacks this dtype here, or a forced variant does not fit this shape; our
+                    # default methods must always run
                     times[name] = None
+                    agrees &= name not in ("sparsekern", "triton")
                     log(f"  {name} unsupported for {case.params}: {str(e).splitlines()[0][:100]}")
             for name, ms in times.items():
                 nbytes = case.dense_bytes if name == "dense" else case.bytes
@@ -77,7 +93,7 @@ def run_cases(ops: list[str], preset: dict, device: torch.device, copy_gbs: floa
 
 def _format_case(op, params, times, rows, agrees) -> str:
     p = params
-    head = f"{op:8s} {p['M']:>6}x{p['K']:<6} N={p['N']:<5} {p['sparsity']:>4.0%} {p['dtype']:8s}"
+    head = f"{op:10s} {p['M']:>6}x{p['K']:<6} N={p['N']:<5} {p['sparsity']:>4.0%} {p['dtype']:8s}"
     parts = []
     for row in rows:
         if row["median_ms"] is None:
@@ -102,6 +118,11 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON results ('' for none)")
+    parser.add_argument(
+        "--variants", default="",
+        help="comma-separated SPARSEKERN_CSR_MM_CONFIG values (e.g. nz:16,nz:32:staged,rows:16), each timed as an "
+        "extra method sparsekern[<value>]: CUDA kernel tuning in one run",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -112,23 +133,26 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown ops {unknown}; choose from {sorted(OPS)}")
     preset_name = args.preset or ("gpu" if device.type == "cuda" else "cpu")
+    variants = [v for v in args.variants.split(",") if v]
+    preset = dict(PRESETS[preset_name], variants=variants)
 
     copy_gbs = copy_bandwidth_gbs(device)
     meta = dict(
         device=_device_name(device),
         date=datetime.date.today().isoformat(),
         preset=preset_name,
+        variants=variants,
         copy_bandwidth_gbs=copy_gbs,
         **{k: v for k, v in backends().items() if k in ("torch", "torch_cuda", "triton", "python", "threads")},
     )
     print(f"sparsekern bench: {meta['device']}, torch {meta['torch']}, preset {preset_name}, "
           f"measured copy bandwidth {copy_gbs:.1f} GB/s")
-    rows = run_cases(ops, PRESETS[preset_name], device, copy_gbs)
+    rows = run_cases(ops, preset, device, copy_gbs)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^A-Za-z0-9]+", "-", meta["device"]).strip("-").lower()
-        path = out / f"{slug}-{preset_name}-{meta['date']}.json"
+        path = out / f"{slug}-{preset_name}{'-variants' if variants else ''}-{meta['date']}.json"
         path.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
         print(f"wrote {path}")
     return 0 if all(r["agrees_with_dense"] for r in rows) else 1

@@ -9,6 +9,15 @@ PRESETS = {
     # The GPU default: Llama-7B-like projections (square, up, down).
     "gpu": dict(shapes=[(4096, 4096), (11008, 4096), (4096, 11008)], sparsities=[0.5, 0.7, 0.8, 0.9, 0.95],
                 ns=[1, 16, 128, 1024], dtypes=[torch.float16, torch.bfloat16]),
+    # 2:4 on a GPU (issue 5): decode to prefill, Llama-7B up projection and a large square layer.
+    "semi24": dict(shapes=[(4096, 4096), (11008, 4096), (8192, 8192)], sparsities=[0.5],
+                   ns=[1, 8, 16, 64, 256, 1024, 8192], dtypes=[torch.float16, torch.bfloat16]),
+    # Kernel tuning on the GPU (with --variants): the decode and prefill regimes of one square and one tall layer.
+    "gpu-tune": dict(shapes=[(4096, 4096), (11008, 4096)], sparsities=[0.7, 0.9], ns=[1, 4, 16, 128, 1024],
+                     dtypes=[torch.float16]),
+    # Block sparsity on a GPU (issue 4): blocks 16/32/64 against cuBLAS and torch's BSR kernel, decode to prefill.
+    "bsr": dict(shapes=[(4096, 4096), (11008, 4096)], sparsities=[0.5, 0.8, 0.9, 0.95], ns=[1, 16, 128, 4096],
+                dtypes=[torch.float16, torch.bfloat16], blocksizes=[(16, 16), (32, 32), (64, 64)]),
     # A few seconds anywhere: checks that the harness runs end to end.
     "quick": dict(shapes=[(256, 512)], sparsities=[0.9], ns=[1, 32], dtypes=[torch.float32]),
 }

@@ -2,5 +2,6 @@
 
 from .bsr import BSRMatrix
 from .csr import CSRMatrix
+from .semi24 import Semi24Matrix
 
-__all__ = ["BSRMatrix", "CSRMatrix"]
+__all__ = ["BSRMatrix", "CSRMatrix", "Semi24Matrix"]

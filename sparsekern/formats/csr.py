@@ -6,6 +6,31 @@ import torch
 
 from .._checks import FLOAT_DTYPES, INDEX_DTYPES, check_float, fail, index_dtype_for
 
+# Compact column indices: int16 tensors holding the 16-bit pattern of a column in [0, 65535] (torch has no
+# usable uint16), read as unsigned everywhere (`col & 0xFFFF`). They halve the index bytes a kernel streams.
+COMPACT_COL_DTYPE = torch.int16
+COMPACT_MAX_K = 1 << 16
+
+
+def col_as_long(col: torch.Tensor) -> torch.Tensor:
+    """Column indices as int64, reading compact (int16) columns as unsigned."""
+    return col.long() & 0xFFFF if col.dtype == COMPACT_COL_DTYPE else col.long()
+
+
+def cols_to(cols: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Column indices (any integer dtype, non-negative) in `dtype`; for int16, the 16-bit pattern (c - 65536 for
+    c >= 32768), written out rather than left to a narrowing conversion."""
+    if dtype != COMPACT_COL_DTYPE:
+        return cols.to(dtype)
+    cols = cols.long()
+    return torch.where(cols >= 1 << 15, cols - COMPACT_MAX_K, cols).to(dtype)
+
+
+def row_order_of(crow: torch.Tensor) -> torch.Tensor:
+    """The rows sorted by length, longest first (stable), in crow's dtype: the order GPU kernels walk rows in, so
+    the heaviest rows start first and the rows sharing a warp have similar lengths."""
+    return torch.argsort(crow.diff(), descending=True, stable=True).to(crow.dtype)
+
 
 def check_csr(
     where: str,
@@ -14,17 +39,19 @@ def check_csr(
     val: torch.Tensor,
     shape: tuple[int, int],
     contents: bool = True,
+    row_order: torch.Tensor | None = None,
 ) -> None:
     """Checks CSR components against `shape`. With `contents`, also reads the indices (a device sync on GPU):
-    crow starts at 0, never decreases and ends at nnz; every column lies in [0, K)."""
+    crow starts at 0, never decreases and ends at nnz; every column lies in [0, K); row_order is a permutation."""
     M, K = shape
     for name, t in (("crow_indices", crow), ("col_indices", col), ("values", val)):
         if t.dim() != 1:
             fail(where, ValueError, f"{name} must be 1-D, got shape {tuple(t.shape)}")
     if crow.dtype not in INDEX_DTYPES:
         fail(where, TypeError, f"crow_indices must be int32 or int64, got {crow.dtype}")
-    if col.dtype != crow.dtype:
-        fail(where, TypeError, f"col_indices must have the dtype of crow_indices ({crow.dtype}), got {col.dtype}")
+    if col.dtype not in (crow.dtype, COMPACT_COL_DTYPE):
+        fail(where, TypeError,
+             f"col_indices must have the dtype of crow_indices ({crow.dtype}) or be int16, got {col.dtype}")
     check_float(where, val, "values")
     if not (crow.device == col.device == val.device):
         fail(where, ValueError, f"components must share a device, got {crow.device}, {col.device}, {val.device}")
@@ -32,6 +59,14 @@ def check_csr(
         fail(where, ValueError, f"crow_indices must have M + 1 = {M + 1} entries, got {crow.numel()}")
     if col.numel() != val.numel():
         fail(where, ValueError, f"col_indices and values differ in length: {col.numel()} vs {val.numel()}")
+    if row_order is not None:
+        if row_order.dim() != 1 or row_order.numel() != M:
+            fail(where, ValueError, f"row_order must be 1-D with M = {M} entries, got shape {tuple(row_order.shape)}")
+        if row_order.dtype != crow.dtype:
+            fail(where, TypeError,
+                 f"row_order must have the dtype of crow_indices ({crow.dtype}), got {row_order.dtype}")
+        if row_order.device != crow.device:
+            fail(where, ValueError, f"row_order must be on {crow.device}, got {row_order.device}")
     if not contents:
         return
     nnz = col.numel()
@@ -42,77 +77,115 @@ def check_csr(
     if M > 0 and bool((crow.diff() < 0).any()):
         i = int(torch.nonzero(crow.diff() < 0)[0])
         fail(where, ValueError, f"crow_indices must be non-decreasing, but [{i}] = {int(crow[i])} > [{i + 1}] = {int(crow[i + 1])}")
-    if nnz > 0 and bool(((col < 0) | (col >= K)).any()):
-        j = int(torch.nonzero((col < 0) | (col >= K))[0])
-        fail(where, IndexError, f"col_indices[{j}] = {int(col[j])} is out of range for K = {K}")
+    if nnz > 0:
+        cols = col_as_long(col)
+        bad = (cols < 0) | (cols >= K)
+        if bool(bad.any()):
+            j = int(torch.nonzero(bad)[0])
+            fail(where, IndexError, f"col_indices[{j}] = {int(cols[j])} is out of range for K = {K}")
+    if row_order is not None and M > 0:
+        if not bool((torch.sort(row_order.long()).values == torch.arange(M, device=row_order.device)).all()):
+            fail(where, ValueError, "row_order must be a permutation of range(M)")
 
 
 def csr_transpose(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, K: int):
     """Components of the (K, M) transpose, with torch ops only (any device, traceable: every shape is static).
-    Costs a sort of the nnz entries; used by the backward of the CSR ops."""
+    Costs a sort of the nnz entries; used by the backward of the CSR ops. The transpose's columns are the
+    original rows, so its indices have crow's dtype."""
     M = crow.numel() - 1
     nnz = col.numel()
     rows = torch.repeat_interleave(
         torch.arange(M, device=crow.device, dtype=crow.dtype), crow.diff(), output_size=nnz
     )
-    perm = torch.argsort(col.long() * max(M, 1) + rows.long(), stable=True)
-    sorted_col = col[perm]
-    t_crow = torch.searchsorted(sorted_col, torch.arange(K + 1, device=col.device, dtype=col.dtype))
+    cols = col_as_long(col)
+    perm = torch.argsort(cols * max(M, 1) + rows.long(), stable=True)
+    t_crow = torch.searchsorted(cols[perm], torch.arange(K + 1, device=col.device))
     return t_crow.to(crow.dtype), rows[perm], val[perm]
 
 
 class CSRMatrix:
     """A sparse (M, K) matrix in CSR form: `crow_indices` (M+1), `col_indices` (nnz), `values` (nnz).
 
-    Indices are int32 where every index and offset fits, int64 beyond. The constructor validates the components
-    (including their contents: this reads them, a sync on GPU); pass `validate=False` only for components that
-    are known good.
+    Indices are int32 where every index and offset fits, int64 beyond. `col_indices` may instead be int16
+    ("compact", K <= 65536, read as unsigned): half the index bytes for the bandwidth-bound GPU kernels.
+    `row_order` (M, crow's dtype) lists the rows longest first; GPU kernels walk rows in that order for load
+    balance. It is computed from crow_indices unless given.
+
+    The constructor validates the components (including their contents: this reads them, a sync on GPU); pass
+    `validate=False` only for components that are known good.
     """
 
-    def __init__(self, crow_indices, col_indices, values, shape, *, validate: bool = True):
+    def __init__(self, crow_indices, col_indices, values, shape, *, row_order=None, validate: bool = True):
         self.crow_indices = crow_indices
         self.col_indices = col_indices
         self.values = values
         self.shape = (int(shape[0]), int(shape[1]))
         if validate:
-            check_csr("CSRMatrix", crow_indices, col_indices, values, self.shape)
+            check_csr("CSRMatrix", crow_indices, col_indices, values, self.shape, row_order=row_order)
+            if col_indices.dtype == COMPACT_COL_DTYPE and self.shape[1] > COMPACT_MAX_K:
+                fail("CSRMatrix", ValueError,
+                     f"int16 (compact) col_indices need K <= {COMPACT_MAX_K}, got K = {self.shape[1]}")
+        self.row_order = row_order_of(crow_indices) if row_order is None else row_order
 
     # Construction and conversion
 
+    @staticmethod
+    def _col_dtype(where: str, col_dtype: torch.dtype | None, index_dtype: torch.dtype, K: int) -> torch.dtype:
+        if col_dtype is None or col_dtype == index_dtype:
+            return index_dtype
+        if col_dtype != COMPACT_COL_DTYPE:
+            fail(where, TypeError,
+                 f"col_dtype must be None, torch.int16 or the index dtype {index_dtype}, got {col_dtype}")
+        if K > COMPACT_MAX_K:
+            fail(where, ValueError, f"col_dtype=torch.int16 needs K <= {COMPACT_MAX_K}, got K = {K}")
+        return col_dtype
+
     @classmethod
-    def from_dense(cls, W: torch.Tensor, mask: torch.Tensor | None = None, index_dtype: torch.dtype | None = None):
+    def from_dense(
+        cls,
+        W: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        index_dtype: torch.dtype | None = None,
+        col_dtype: torch.dtype | None = None,
+    ):
         """Keeps the entries of W (M, K) that are nonzero or, with `mask`, where mask is True (explicit zeros
-        included)."""
+        included). `col_dtype=torch.int16` stores compact column indices (K <= 65536)."""
+        where = "CSRMatrix.from_dense"
         if W.dim() != 2:
-            fail("CSRMatrix.from_dense", ValueError, f"W must be 2-D, got shape {tuple(W.shape)}")
+            fail(where, ValueError, f"W must be 2-D, got shape {tuple(W.shape)}")
         if W.dtype not in FLOAT_DTYPES:
-            fail("CSRMatrix.from_dense", TypeError, f"W must be float32, float16 or bfloat16, got {W.dtype}")
+            fail(where, TypeError, f"W must be float32, float16 or bfloat16, got {W.dtype}")
         if mask is None:
             keep = W != 0
         else:
             if mask.shape != W.shape:
-                fail("CSRMatrix.from_dense", ValueError, f"mask shape {tuple(mask.shape)} != W shape {tuple(W.shape)}")
+                fail(where, ValueError, f"mask shape {tuple(mask.shape)} != W shape {tuple(W.shape)}")
             keep = mask.to(device=W.device, dtype=torch.bool)
         M, K = W.shape
         idx = index_dtype or index_dtype_for(int(keep.sum()), K, M)
+        cdt = cls._col_dtype(where, col_dtype, idx, K)
         crow = torch.zeros(M + 1, dtype=idx, device=W.device)
         crow[1:] = keep.sum(1).cumsum(0)
-        col = keep.nonzero()[:, 1].to(idx)
+        col = cols_to(keep.nonzero()[:, 1], cdt)
         return cls(crow, col, W[keep].contiguous(), (M, K), validate=False)
 
     @classmethod
-    def from_torch(cls, t: torch.Tensor, index_dtype: torch.dtype | None = None):
+    def from_torch(cls, t: torch.Tensor, index_dtype: torch.dtype | None = None, col_dtype: torch.dtype | None = None):
         """From a torch.sparse_csr tensor (components are copied, so they own their storage)."""
         if t.layout != torch.sparse_csr:
             fail("CSRMatrix.from_torch", TypeError, f"expected a torch.sparse_csr tensor, got layout {t.layout}")
         crow, col = t.crow_indices(), t.col_indices()
         idx = index_dtype or index_dtype_for(col.numel(), t.shape[0], t.shape[1])
-        return cls(crow.to(idx, copy=True), col.to(idx, copy=True), t.values().clone(), tuple(t.shape))
+        cdt = cls._col_dtype("CSRMatrix.from_torch", col_dtype, idx, t.shape[1])
+        col = col.to(cdt, copy=True) if cdt != COMPACT_COL_DTYPE else cols_to(col, cdt)
+        return cls(crow.to(idx, copy=True), col, t.values().clone(), tuple(t.shape))
 
     def to_torch(self) -> torch.Tensor:
-        return torch.sparse_csr_tensor(
-            self.crow_indices, self.col_indices, self.values, self.shape, check_invariants=False
-        )
+        """A torch.sparse_csr tensor (compact columns are widened to crow's dtype: torch needs them equal)."""
+        col = self.col_indices
+        if col.dtype == COMPACT_COL_DTYPE:
+            col = col_as_long(col).to(self.crow_indices.dtype)
+        return torch.sparse_csr_tensor(self.crow_indices, col, self.values, self.shape, check_invariants=False)
 
     def to_dense(self) -> torch.Tensor:
         M, K = self.shape
@@ -120,7 +193,7 @@ class CSRMatrix:
             torch.arange(M, device=self.device), self.crow_indices.diff(), output_size=self.nnz
         )
         out = torch.zeros(M, K, dtype=self.dtype, device=self.device)
-        out.index_put_((rows, self.col_indices.long()), self.values, accumulate=True)
+        out.index_put_((rows, col_as_long(self.col_indices)), self.values, accumulate=True)
         return out
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> CSRMatrix:
@@ -130,6 +203,7 @@ class CSRMatrix:
             self.col_indices.to(device),
             self.values.to(device=device, dtype=dtype),
             self.shape,
+            row_order=self.row_order.to(device),
             validate=False,
         )
 
@@ -160,5 +234,5 @@ class CSRMatrix:
     def __repr__(self) -> str:
         return (
             f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, density={self.density:.3f}, dtype={self.dtype}, "
-            f"index_dtype={self.crow_indices.dtype}, device={self.device})"
+            f"index_dtype={self.crow_indices.dtype}, col_dtype={self.col_indices.dtype}, device={self.device})"
         )

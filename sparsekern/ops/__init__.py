@@ -12,6 +12,7 @@ from .._checks import check_same, fail
 from ._registry import LINEAR
 from .bsr_mm import bsr_mm
 from .csr_mm import csr_mm
+from .semi24_mm import semi24_mm
 
 
 def sparse_linear(x: torch.Tensor, A, bias: torch.Tensor | None = None, *, validate: bool = False) -> torch.Tensor:
@@ -39,4 +40,4 @@ def sparse_linear(x: torch.Tensor, A, bias: torch.Tensor | None = None, *, valid
     return y.reshape(*x.shape[:-1], M)
 
 
-__all__ = ["bsr_mm", "csr_mm", "sparse_linear"]
+__all__ = ["bsr_mm", "csr_mm", "semi24_mm", "sparse_linear"]

@@ -1,0 +1,193 @@
+// 2:4 SpMM inner loops, compiled once per instruction set by isa_variants.h (no include guard on purpose).
+//
+// out[m, n0:n0+NT] += v0 * B[4q + i0, n0:n0+NT] + v1 * B[4q + i1, n0:n0+NT] over row m's groups q: exactly half
+// the multiply-adds of the dense product. The indices come straight from the mma-ordered metadata: row m's 8
+// nibbles of a k32 step sit in the half-words `hi` of two adjacent words (lanes 4g + 2*tile and 4g + 2*tile + 1,
+// see sparsekern/formats/semi24.py), so one step costs two loads and a few shifts per row, no per-call decode.
+//
+// Blocking: the K range is cut into blocks of kSemi24KBlock rows whose (block x NT) slice of B stays in L1 while
+// a thread sweeps a panel of rows over it; RB rows x NT columns of accumulators live in vector registers across
+// the block (NT = 4 vectors: 16 zmm accumulators with AVX-512). Each stored value then costs one broadcast and
+// NT/W FMAs whose B operand is an L1 load: the "gather" is only an address computed from a 2-bit index. The
+// sweep touches each row's block segment once, which no hardware prefetcher predicts, hence software prefetch
+// (it was worth 1.6x here). Measured on the 2-core AVX-512 machine, 4096^2 @ 4096 x 64 fp32: ~1.5x dense MKL.
+// N == 1 (decode) takes a gather along K instead (semi24_gemv_rows).
+
+namespace sparsekern::cpu::SK_ISA_NS {
+
+constexpr int kSemi24VecFloats = (Isa::SK_ISA_NS == Isa::avx512) ? 16 : (Isa::SK_ISA_NS == Isa::avx2) ? 8 : 4;
+constexpr int kSemi24Rows = (Isa::SK_ISA_NS == Isa::avx512) ? 4 : 3;  // accumulators: 4 x 4 of 32 zmm, 3 x 4 of 16
+constexpr int64_t kSemi24KBlock = 128;  // K rows per block: 128 x 64 fp32 = 32 KB of B in L1
+constexpr int kSemi24Prefetch = 2;       // row tiles ahead
+typedef float semi24_vec __attribute__((vector_size(kSemi24VecFloats * sizeof(float))));
+typedef int32_t semi24_ivec __attribute__((vector_size(kSemi24VecFloats * sizeof(int32_t))));
+
+inline semi24_vec semi24_load(const float* p) {
+  semi24_vec v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void semi24_store(float* p, const semi24_vec& v) { __builtin_memcpy(p, &v, sizeof(v)); }
+
+// The first of the two words holding row m's metadata for k32 step kb (lane 4g + 2*tile; the next is K 16-31).
+inline const uint32_t* semi24_step_word(const uint32_t* meta, int64_t KB, int64_t m, int64_t kb) {
+  const int r = static_cast<int>(m & 31);
+  return meta + ((m >> 5) * KB + kb) * 32 + 4 * (r & 7) + 2 * (r >> 4);
+}
+
+// Nibble j of the result = row m's metadata for group 8*kb + j.
+inline uint32_t semi24_step_bits(const uint32_t* __restrict meta, int64_t KB, int64_t m, int64_t kb) {
+  const uint32_t* w = semi24_step_word(meta, KB, m, kb);
+  const int shift = 16 * ((m >> 3) & 1);  // rows g + 8 of a tile: high half-words
+  return ((w[0] >> shift) & 0xFFFFu) | (((w[1] >> shift) & 0xFFFFu) << 16);
+}
+
+// Rows [m0, m0 + RB), columns [n0, n0 + NV * W) of the fp32 (M, N) output (row stride ldo), groups [q0, q1).
+// lut[nib] = {idx0 * ldb, idx1 * ldb}: the two kept B rows of a group relative to its first, so a slot costs an
+// and, a shift and two table loads instead of shifts, masks and multiplies on the ALU ports the FMAs need.
+template <int NV, int RB>
+inline void semi24_tile(const float* __restrict values, int64_t ldv, const uint32_t* __restrict meta, int64_t KB,
+                        const float* __restrict B, int64_t ldb, const int64_t (*__restrict lut)[2], int64_t q0,
+                        int64_t q1, float* __restrict out, int64_t ldo, int64_t m0, int64_t n0, int64_t prefetch_end) {
+  constexpr int W = kSemi24VecFloats;
+  semi24_vec acc[RB][NV];
+  for (int r = 0; r < RB; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = semi24_load(out + (m0 + r) * ldo + n0 + j * W);
+
+  for (int64_t kb = q0 / 8; kb * 8 < q1; ++kb) {
+    // The sweep visits each row's K-block segment once, rows ldv apart: no hardware prefetcher follows that, so
+    // the values (one 64-byte line per row and k32 step) and metadata of the rows kSemi24Prefetch tiles ahead are
+    // prefetched, one step at a time so the requests spread over the compute.
+    for (int r = 0; r < RB; ++r) {
+      const int64_t m = m0 + kSemi24Prefetch * RB + r;
+      if (m < prefetch_end) {
+        __builtin_prefetch(values + m * ldv + 16 * kb);
+        __builtin_prefetch(semi24_step_word(meta, KB, m, kb));
+      }
+    }
+    const int64_t qa = std::max(q0, kb * 8), qb = std::min(q1, kb * 8 + 8);
+    uint32_t bits[RB];
+    for (int r = 0; r < RB; ++r) bits[r] = semi24_step_bits(meta, KB, m0 + r, kb) >> (4 * (qa - kb * 8));
+    const float* __restrict Bq = B + n0 + 4 * qa * ldb;
+#pragma GCC unroll 2
+    for (int64_t q = qa; q < qb; ++q, Bq += 4 * ldb) {
+      for (int r = 0; r < RB; ++r) {
+        const uint32_t nib = bits[r] & 15;
+        bits[r] >>= 4;
+        const float* __restrict b0 = Bq + lut[nib][0];
+        const float* __restrict b1 = Bq + lut[nib][1];
+        const float* __restrict v = values + (m0 + r) * ldv + 2 * q;
+        // broadcasts (x - 0 == x for every x, unlike x + 0)
+        const semi24_vec v0 = v[0] - semi24_vec{}, v1 = v[1] - semi24_vec{};
+        for (int c = 0; c < NV; ++c) {
+          acc[r][c] += v0 * semi24_load(b0 + c * W);
+          acc[r][c] += v1 * semi24_load(b1 + c * W);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int j = 0; j < NV; ++j) semi24_store(out + (m0 + r) * ldo + n0 + j * W, acc[r][j]);
+}
+
+template <int NV>
+inline void semi24_rows_width(const float* values, int64_t ldv, const uint32_t* meta, int64_t KB, const float* B,
+                              int64_t ldb, const int64_t (*lut)[2], int64_t q0, int64_t q1, float* out, int64_t ldo,
+                              int64_t r0, int64_t r1, int64_t n0) {
+  int64_t m = r0;
+  for (; m + kSemi24Rows <= r1; m += kSemi24Rows)
+    semi24_tile<NV, kSemi24Rows>(values, ldv, meta, KB, B, ldb, lut, q0, q1, out, ldo, m, n0, r1);
+  for (; m < r1; ++m) semi24_tile<NV, 1>(values, ldv, meta, KB, B, ldb, lut, q0, q1, out, ldo, m, n0, r1);
+}
+
+// x[k[i]] for every lane i: one vgatherdps with AVX-512, lane by lane elsewhere. (Templates, so that the
+// AVX-512 branch is only instantiated in the AVX-512 variant.)
+template <Isa I, typename FV, typename IV>
+inline FV semi24_gather(const float* x, const IV& k) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if constexpr (I == Isa::avx512) return (FV)_mm512_i32gather_ps((__m512i)k, x, 4);
+#endif
+  FV r;
+  for (int i = 0; i < static_cast<int>(sizeof(FV) / sizeof(float)); ++i) r[i] = x[k[i]];
+  return r;
+}
+
+// One column (decode, N == 1): the per-slot broadcast-and-row-FMA form would use one lane of each vector, so
+// the loop runs along K instead. The 2-bit index of slot i of a k32 step is bits 2i+1..2i of the step's 32
+// nibble bits, so W slots at a time are a variable shift, a mask, a gather from B and one FMA with W
+// contiguous values. Full k32 steps only (returns how many groups it covered); the caller does the rest.
+inline int64_t semi24_gemv_rows(const float* __restrict values, int64_t ldv, const uint32_t* __restrict meta,
+                                int64_t KB, const float* __restrict B, int64_t ldb, int64_t K, float* __restrict out,
+                                int64_t ldo, int64_t r0, int64_t r1) {
+  constexpr int W = kSemi24VecFloats;
+  semi24_ivec shift, group;
+  for (int i = 0; i < W; ++i) shift[i] = 2 * i, group[i] = 4 * (i / 2);
+  const int64_t steps = K / 32;
+  for (int64_t m = r0; m < r1; ++m) {
+    semi24_vec acc = {};
+    for (int64_t kb = 0; kb < steps; ++kb) {
+      const uint32_t bits = semi24_step_bits(meta, KB, m, kb);
+      for (int h = 0; h < 16; h += W) {  // W = 16: the whole step at once; 8 and 4: in 16 / W parts
+        const semi24_ivec b = static_cast<int32_t>(bits >> (2 * h)) - semi24_ivec{};
+        const semi24_ivec k = ((b >> shift) & 3) + group + static_cast<int32_t>(32 * kb + 2 * h);
+        const semi24_vec v = semi24_load(values + m * ldv + 16 * kb + h);
+        acc += v * semi24_gather<Isa::SK_ISA_NS, semi24_vec>(B, k * static_cast<int32_t>(ldb));
+      }
+    }
+    float sum = 0.f;
+    for (int i = 0; i < W; ++i) sum += acc[i];
+    out[m * ldo] += sum;
+  }
+  return 8 * steps;
+}
+
+// out (M, N) fp32, row stride ldo, rows [r0, r1): out = A @ B + bias[:, None]. values (M, Kp/2) fp32 with row
+// stride ldv, B (K, N) fp32 with row stride ldb. N is 1 or a multiple of 16 (the caller pads B's columns:
+// one pass over A with a few idle lanes beats one pass per power-of-two remainder width).
+inline void semi24_mm_rows(const float* values, int64_t ldv, const int32_t* meta_i, int64_t KB, const float* B,
+                           int64_t ldb, int64_t K, int64_t N, const float* bias, float* out, int64_t ldo, int64_t r0,
+                           int64_t r1) {
+  const uint32_t* meta = reinterpret_cast<const uint32_t*>(meta_i);
+  for (int64_t m = r0; m < r1; ++m) {
+    const float init = bias ? bias[m] : 0.f;
+    for (int64_t n = 0; n < N; ++n) out[m * ldo + n] = init;
+  }
+  int64_t lut[16][2];
+  for (int nib = 0; nib < 16; ++nib) lut[nib][0] = (nib & 3) * ldb, lut[nib][1] = ((nib >> 2) & 3) * ldb;
+  // Full k32 steps through the gather (N == 1) or full groups through the blocked kernel; the groups left
+  // (a ragged last one included, K % 4) slot by slot below, with their indices range-checked.
+  const int64_t full = K / 4;
+  const int64_t done = N == 1 ? semi24_gemv_rows(values, ldv, meta, KB, B, ldb, K, out, ldo, r0, r1) : full;
+  constexpr int W = kSemi24VecFloats;
+  // Row panels whose (panel x N) fp32 output block stays in L2 (~512 KB) across the K blocks, so wide N does not
+  // stream the accumulators through memory once per K block; B is re-read from L2/L3 once per panel.
+  const int64_t panel = std::max<int64_t>(kSemi24Rows, (int64_t{1} << 17) / std::max<int64_t>(N, 1));
+  for (int64_t p0 = r0; N > 1 && p0 < r1; p0 += panel) {
+    const int64_t p1 = std::min(r1, p0 + panel);
+    for (int64_t q0 = 0; q0 < full; q0 += kSemi24KBlock / 4) {
+      const int64_t q1 = std::min(full, q0 + kSemi24KBlock / 4);
+      int64_t n0 = 0;
+      for (; N - n0 >= 4 * W; n0 += 4 * W)
+        semi24_rows_width<4>(values, ldv, meta, KB, B, ldb, lut, q0, q1, out, ldo, p0, p1, n0);
+      if (N - n0 >= 2 * W) {
+        semi24_rows_width<2>(values, ldv, meta, KB, B, ldb, lut, q0, q1, out, ldo, p0, p1, n0);
+        n0 += 2 * W;
+      }
+      if (N - n0 >= W) semi24_rows_width<1>(values, ldv, meta, KB, B, ldb, lut, q0, q1, out, ldo, p0, p1, n0);
+    }
+  }
+  for (int64_t q = done; 4 * q < K; ++q) {
+    for (int64_t m = r0; m < r1; ++m) {
+      const uint32_t nib = semi24_step_bits(meta, KB, m, q / 8) >> (4 * (q % 8));
+      const int64_t k[2] = {4 * q + (nib & 3), 4 * q + ((nib >> 2) & 3)};
+      for (int s = 0; s < 2; ++s) {
+        if (k[s] >= K) continue;
+        const float v = values[m * ldv + 2 * q + s];
+        for (int64_t n = 0; n < N; ++n) out[m * ldo + n] += v * B[k[s] * ldb + n];
+      }
+    }
+  }
+}
+
+}  // namespace sparsekern::cpu::SK_ISA_NS
