@@ -93,4 +93,30 @@ inline void check_linear_bias(const char* op, const std::optional<at::Tensor>& b
   SK_CHECK_VALUE(bias->size(0) == M, op, "bias must have M = ", M, " entries, got ", bias->size(0));
 }
 
+// A dense operand (B, or x in the Linear orientation): 2-D, the values' dtype and device.
+inline void check_dense(const char* op, const at::Tensor& t, const char* name, const at::Tensor& val) {
+  check_dim(op, t, name, 2);
+  check_float(op, t, name);
+  check_same_dtype(op, val, "values", t, name);
+  check_same_device(op, val, "values", t, name);
+}
+
+// csr_sddmm: the CSR pattern's indices, G (M, N) and B (K, N) of one float dtype, all on one device.
+inline void check_sddmm_args(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& G,
+                             const at::Tensor& B) {
+  check_index_components(op, crow, col);
+  check_col_dtype(op, crow, col);
+  SK_CHECK_VALUE(crow.numel() >= 1, op, "crow_indices must have M + 1 >= 1 entries");
+  check_dim(op, G, "G", 2);
+  check_dim(op, B, "B", 2);
+  check_float(op, G, "G");
+  check_same_dtype(op, G, "G", B, "B");
+  check_same_device(op, G, "G", B, "B");
+  check_same_device(op, crow, "crow_indices", G, "G");
+  const int64_t M = crow.numel() - 1;
+  SK_CHECK_VALUE(G.size(0) == M, op, "G must have M = ", M, " rows, got ", G.size(0));
+  SK_CHECK_VALUE(B.size(1) == G.size(1), op, "G and B must have the same number of columns, got ", G.size(1),
+                 " and ", B.size(1));
+}
+
 }  // namespace sparsekern

@@ -164,12 +164,6 @@ void bsr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
   });
 }
 
-void check_dense(const char* op, const at::Tensor& t, const char* name, const at::Tensor& val) {
-  check_dim(op, t, name, 2);
-  check_float(op, t, name);
-  check_same_dtype(op, val, "values", t, name);
-  check_same_device(op, val, "values", t, name);
-}
 
 at::Tensor bsr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, int64_t M,
                       const at::Tensor& B) {

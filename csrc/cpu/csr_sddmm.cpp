@@ -16,22 +16,8 @@ namespace {
 
 at::Tensor csr_sddmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& G, const at::Tensor& B) {
   const char* op = "csr_sddmm";
-  check_dim(op, crow, "crow_indices", 1);
-  check_dim(op, col, "col_indices", 1);
-  SK_CHECK_TYPE(crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong, op,
-                "crow_indices must be int32 or int64, got ", crow.scalar_type());
-  check_col_dtype(op, crow, col);
-  SK_CHECK_VALUE(crow.numel() >= 1, op, "crow_indices must have M + 1 >= 1 entries");
-  check_dim(op, G, "G", 2);
-  check_dim(op, B, "B", 2);
-  check_float(op, G, "G");
-  check_same_dtype(op, G, "G", B, "B");
-  check_same_device(op, G, "G", B, "B");
-  check_same_device(op, crow, "crow_indices", G, "G");
-  check_same_device(op, col, "col_indices", G, "G");
+  check_sddmm_args(op, crow, col, G, B);
   const int64_t M = crow.numel() - 1, K = B.size(0), N = G.size(1);
-  SK_CHECK_VALUE(G.size(0) == M, op, "G must have M = ", M, " rows, got ", G.size(0));
-  SK_CHECK_VALUE(B.size(1) == N, op, "G and B must have the same number of columns, got ", N, " and ", B.size(1));
 
   at::Tensor out = at::empty({col.numel()}, G.options());
   const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous();

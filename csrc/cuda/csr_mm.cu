@@ -591,12 +591,6 @@ void execute(const Operands& a, const Plan& p, const at::Tensor& B) {
   dispatch_float(B.scalar_type(), [&](auto tag) { launch<decltype(tag)>(a, p, vec_rows); });
 }
 
-void check_dense(const char* op, const at::Tensor& t, const char* name, const at::Tensor& val) {
-  check_dim(op, t, name, 2);
-  check_float(op, t, name);
-  check_same_dtype(op, val, "values", t, name);
-  check_same_device(op, val, "values", t, name);
-}
 
 at::Tensor csr_mm_cuda(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, const at::Tensor& B,
                        const std::optional<at::Tensor>& row_order) {
@@ -619,12 +613,7 @@ at::Tensor csr_linear_cuda(const at::Tensor& x, const at::Tensor& crow, const at
   check_row_order(op, row_order, crow);
   check_dense(op, x, "x", val);
   const int64_t M = crow.numel() - 1, T = x.size(0);
-  if (bias.has_value()) {
-    check_dim(op, *bias, "bias", 1);
-    check_same_dtype(op, val, "values", *bias, "bias");
-    check_same_device(op, val, "values", *bias, "bias");
-    SK_CHECK_VALUE(bias->size(0) == M, op, "bias must have M = ", M, " entries, got ", bias->size(0));
-  }
+  check_linear_bias(op, bias, val, M);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty({T, M}, x.options());
   at::Tensor out = y.t();

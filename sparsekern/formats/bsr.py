@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import FLOAT_DTYPES, INDEX_DTYPES, check_float, fail, index_dtype_for
+from .base import SparseMatrix
 from .csr import csr_transpose
 
 
@@ -80,7 +81,7 @@ def bsr_transpose(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, KB: 
     return t_crow, t_col, t_val.transpose(1, 2).contiguous()
 
 
-class BSRMatrix:
+class BSRMatrix(SparseMatrix):
     """A sparse (M, K) matrix in BSR form: `crow_indices` (⌈M/bm⌉ + 1), `col_indices` (nblocks, block-column
     indices), `values` (nblocks, bm, bk), `blocksize` (bm, bk).
 
@@ -219,19 +220,6 @@ class BSRMatrix:
     @property
     def nblocks(self) -> int:
         return self.values.shape[0]
-
-    @property
-    def nnz(self) -> int:
-        """Stored elements: nblocks * bm * bk."""
-        return self.values.numel()
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.values.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.values.device
 
     @property
     def density(self) -> float:

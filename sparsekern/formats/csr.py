@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import FLOAT_DTYPES, INDEX_DTYPES, check_float, fail, index_dtype_for
+from .base import SparseMatrix
 
 # Compact column indices: int16 tensors holding the 16-bit pattern of a column in [0, 65535] (torch has no
 # usable uint16), read as unsigned everywhere (`col & 0xFFFF`). They halve the index bytes a kernel streams.
@@ -103,7 +104,7 @@ def csr_transpose(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, K: i
     return t_crow.to(crow.dtype), rows[perm], val[perm]
 
 
-class CSRMatrix:
+class CSRMatrix(SparseMatrix):
     """A sparse (M, K) matrix in CSR form: `crow_indices` (M+1), `col_indices` (nnz), `values` (nnz).
 
     Indices are int32 where every index and offset fits, int64 beyond. `col_indices` may instead be int16
@@ -213,18 +214,6 @@ class CSRMatrix:
         return CSRMatrix(crow, col, val, (self.shape[1], self.shape[0]), validate=False)
 
     # Properties
-
-    @property
-    def nnz(self) -> int:
-        return self.values.numel()
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.values.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.values.device
 
     @property
     def density(self) -> float:

@@ -53,6 +53,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import FLOAT_DTYPES, check_float, fail
+from .base import SparseMatrix
 
 K_TILE = 64  # padding granularity of K (the CUDA kernel's K step)
 M_BLOCK = 32  # rows per metadata block
@@ -146,7 +147,7 @@ def check_semi24(where: str, values: torch.Tensor, metadata: torch.Tensor, shape
         fail(where, ValueError, f"values in the padding columns (K >= {K}) must be zero")
 
 
-class Semi24Matrix:
+class Semi24Matrix(SparseMatrix):
     """A sparse (M, K) matrix with at most 2 nonzeros in every aligned group of 4 along K (2:4).
 
     `values` (M, Kp/2) and `metadata` (ceil(M/32), Kp/32, 32) int32 with Kp = K rounded up to 64; see the module
@@ -206,14 +207,6 @@ class Semi24Matrix:
         multiply-adds per output column."""
         M, K = self.shape
         return M * -(-K // 4) * 2
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.values.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.values.device
 
     def __repr__(self) -> str:
         return f"Semi24Matrix(shape={self.shape}, padded_k={self.padded_k}, dtype={self.dtype}, device={self.device})"
