@@ -94,6 +94,9 @@ def run_cases(ops: list[str], preset: dict, device: torch.device, copy_gbs: floa
 def _format_case(op, params, times, rows, agrees) -> str:
     p = params
     head = f"{op:10s} {p['M']:>6}x{p['K']:<6} N={p['N']:<5} {p['sparsity']:>4.0%} {p['dtype']:8s}"
+    extra = {k: v for k, v in p.items() if k not in ("M", "K", "N", "sparsity", "dtype")}
+    if extra:  # e.g. the block size of bsr_mm cases
+        head += " " + " ".join(f"{k}={v}" for k, v in extra.items())
     parts = []
     for row in rows:
         if row["median_ms"] is None:
