@@ -284,6 +284,17 @@ def test_bad_column_caught_even_when_N_is_zero():
         torch.ops.sparsekern.csr_mm(crow, col + 5, val, B[:, :0])
 
 
+@pytest.mark.parametrize("N", [1, 2, 5])
+@pytest.mark.parametrize("bad_at", [0, 3, 6, 9])
+def test_bad_column_caught_in_any_position(N, bad_at):
+    """One bad column among a row's unrolled groups of entries (the N = 1 path reads four at a time)."""
+    A = sk.CSRMatrix.from_dense(torch.randn(3, 10))
+    col = A.col_indices.clone()
+    col[10 + bad_at] = 10
+    with pytest.raises(IndexError, match=f"sparsekern.csr_mm: col_indices\\[{10 + bad_at}\\] = 10 is out of range"):
+        torch.ops.sparsekern.csr_mm(A.crow_indices, col, A.values, torch.randn(10, N))
+
+
 def test_entry_points_reject():
     crow, col, val, B = _good()
     A = sk.CSRMatrix(crow, col, val, (6, 5))
