@@ -13,7 +13,7 @@ import torch
 
 from .._checks import FLOAT_DTYPES, INDEX_DTYPES, check_float, fail, index_dtype_for
 from .base import SparseMatrix
-from .csr import csr_transpose
+from .csr import check_crow_contents, csr_transpose
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -62,13 +62,7 @@ def check_bsr(
     if not contents:
         return
     nblocks = col.numel()
-    if int(crow[0]) != 0:
-        fail(where, ValueError, f"crow_indices[0] must be 0, got {int(crow[0])}")
-    if int(crow[-1]) != nblocks:
-        fail(where, ValueError, f"crow_indices[-1] must equal the number of blocks {nblocks}, got {int(crow[-1])}")
-    if MB > 0 and bool((crow.diff() < 0).any()):
-        i = int(torch.nonzero(crow.diff() < 0)[0])
-        fail(where, ValueError, f"crow_indices must be non-decreasing, but [{i}] = {int(crow[i])} > [{i + 1}] = {int(crow[i + 1])}")
+    check_crow_contents(where, crow, nblocks, f"the number of blocks {nblocks}")
     if nblocks > 0 and bool(((col < 0) | (col >= KB)).any()):
         j = int(torch.nonzero((col < 0) | (col >= KB))[0])
         fail(where, IndexError, f"col_indices[{j}] = {int(col[j])} is out of range for ceil(K / bk) = {KB} block columns (K = {K}, bk = {bk})")

@@ -33,6 +33,18 @@ def row_order_of(crow: torch.Tensor) -> torch.Tensor:
     return torch.argsort(crow.diff(), descending=True, stable=True).to(crow.dtype)
 
 
+def check_crow_contents(where: str, crow: torch.Tensor, total: int, total_desc: str) -> None:
+    """Row pointers (of rows or block rows) start at 0, never decrease and end at `total` stored entries. Reads
+    crow (a device sync on GPU)."""
+    if int(crow[0]) != 0:
+        fail(where, ValueError, f"crow_indices[0] must be 0, got {int(crow[0])}")
+    if int(crow[-1]) != total:
+        fail(where, ValueError, f"crow_indices[-1] must equal {total_desc}, got {int(crow[-1])}")
+    if crow.numel() > 1 and bool((crow.diff() < 0).any()):
+        i = int(torch.nonzero(crow.diff() < 0)[0])
+        fail(where, ValueError, f"crow_indices must be non-decreasing, but [{i}] = {int(crow[i])} > [{i + 1}] = {int(crow[i + 1])}")
+
+
 def check_csr(
     where: str,
     crow: torch.Tensor,
@@ -71,13 +83,7 @@ def check_csr(
     if not contents:
         return
     nnz = col.numel()
-    if int(crow[0]) != 0:
-        fail(where, ValueError, f"crow_indices[0] must be 0, got {int(crow[0])}")
-    if int(crow[-1]) != nnz:
-        fail(where, ValueError, f"crow_indices[-1] must equal nnz = {nnz}, got {int(crow[-1])}")
-    if M > 0 and bool((crow.diff() < 0).any()):
-        i = int(torch.nonzero(crow.diff() < 0)[0])
-        fail(where, ValueError, f"crow_indices must be non-decreasing, but [{i}] = {int(crow[i])} > [{i + 1}] = {int(crow[i + 1])}")
+    check_crow_contents(where, crow, nnz, f"nnz = {nnz}")
     if nnz > 0:
         cols = col_as_long(col)
         bad = (cols < 0) | (cols >= K)
