@@ -41,6 +41,30 @@ def _seed():
     torch.manual_seed(0)
 
 
+def assert_compile_matches_eager(mm, A, in_features: int, out_features: int, grad_values: bool = False):
+    """torch.compile(fullgraph=True, backend="aot_eager") over `mm(A, B)` and `sk.ops.sparse_linear(x, A, bias)`
+    gives eager's forward result and eager's gradient w.r.t. x (and A.values with `grad_values`)."""
+    import sparsekern as sk
+
+    B = torch.randn(in_features, 8, dtype=A.dtype)
+    x = torch.randn(3, 4, in_features, dtype=A.dtype)
+    bias = torch.randn(out_features, dtype=A.dtype)
+
+    def f(A, B, x, bias):
+        return mm(A, B).relu().sum() + sk.ops.sparse_linear(x, A, bias).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(A, B, x, bias), f(A, B, x, bias))
+    leaves = [x.requires_grad_(True)] + ([A.values.requires_grad_(True)] if grad_values else [])
+    compiled(A, B, x, bias).backward()
+    grads = [t.grad.clone() for t in leaves]
+    for t in leaves:
+        t.grad = None
+    f(A, B, x, bias).backward()
+    for g, t in zip(grads, leaves):
+        torch.testing.assert_close(g, t.grad)
+
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

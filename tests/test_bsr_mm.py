@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 import torch
-from conftest import DTYPES, assert_close, poison_cuda, requires_cuda  # noqa: F401
+from conftest import DTYPES, assert_close, assert_compile_matches_eager, poison_cuda, requires_cuda  # noqa: F401
 from test_formats_bsr import random_block_sparse
 
 import sparsekern as sk
@@ -218,26 +218,8 @@ def test_opcheck(case):
 
 
 def test_torch_compile_fullgraph():
-    W = random_block_sparse(50, 40, (16, 16), 0.7)
-    A = sk.BSRMatrix.from_dense(W, (16, 16))
-    B = torch.randn(40, 8)
-    x = torch.randn(3, 4, 40)
-    bias = torch.randn(50)
-
-    def f(A, B, x, bias):
-        return sk.ops.bsr_mm(A, B).relu().sum() + sk.ops.sparse_linear(x, A, bias).sum()
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(A, B, x, bias), f(A, B, x, bias))
-    # And through backward, values included.
-    x.requires_grad_(True)
-    A.values.requires_grad_(True)
-    compiled(A, B, x, bias).backward()
-    gx, gv = x.grad.clone(), A.values.grad.clone()
-    x.grad = A.values.grad = None
-    f(A, B, x, bias).backward()
-    torch.testing.assert_close(gx, x.grad)
-    torch.testing.assert_close(gv, A.values.grad)
+    A = sk.BSRMatrix.from_dense(random_block_sparse(50, 40, (16, 16), 0.7), (16, 16))
+    assert_compile_matches_eager(sk.ops.bsr_mm, A, 40, 50, grad_values=True)
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -4,7 +4,7 @@ torch.compile, bad input, and the CUDA kernels (marked, skipped without a GPU)."
 
 import pytest
 import torch
-from conftest import DTYPES, assert_close, poison_cuda, requires_cuda  # noqa: F401
+from conftest import DTYPES, assert_close, assert_compile_matches_eager, poison_cuda, requires_cuda  # noqa: F401
 
 import sparsekern as sk
 from sparsekern.formats import semi24_mma as emu
@@ -386,21 +386,7 @@ def test_opcheck(case):
 
 def test_torch_compile_fullgraph():
     A = sk.Semi24Matrix.from_dense(random_24(31, 24))
-    B = torch.randn(24, 8)
-    x = torch.randn(3, 4, 24)
-    bias = torch.randn(31)
-
-    def f(A, B, x, bias):
-        return sk.ops.semi24_mm(A, B).relu().sum() + sk.ops.sparse_linear(x, A, bias).sum()
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(A, B, x, bias), f(A, B, x, bias))
-    x.requires_grad_(True)
-    compiled(A, B, x, bias).backward()
-    g = x.grad.clone()
-    x.grad = None
-    f(A, B, x, bias).backward()
-    torch.testing.assert_close(g, x.grad)
+    assert_compile_matches_eager(sk.ops.semi24_mm, A, 24, 31)
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -7,7 +7,8 @@ from typing import Callable
 
 import torch
 
-from .._C_loader import _C, has_kernel
+from .._C_loader import _C, has_kernel, require_C
+from .._checks import check_dim, check_same, fail
 
 # format class -> (fn(x2d, A, bias) -> (T, M), fn(A) checking A's index contents)
 LINEAR: dict[type, tuple[Callable, Callable]] = {}
@@ -43,3 +44,16 @@ def register_gpu_fallback(op: str, load_triton_impl: Callable[[], Callable]) -> 
         return impl(*args)
 
     torch.library.register_kernel(f"sparsekern::{op}", "cuda", cuda_impl)
+
+
+def check_mm_args(op: str, A, fmt: type, B: torch.Tensor) -> None:
+    """The checks every `sk.ops.<format>_mm(A, B)` entry point makes before calling its op: the extension is
+    built, A is of the op's format, B is a 2-D (K, N) operand of A's dtype and device."""
+    require_C(op)
+    where = f"sparsekern.{op}"
+    if not isinstance(A, fmt):
+        fail(where, TypeError, f"A must be a {fmt.__name__}, got {type(A).__name__}")
+    check_dim(where, B, "B", 2)
+    check_same(where, B, "B", A.values, "A.values")
+    if B.shape[0] != A.shape[1]:
+        fail(where, ValueError, f"A is {A.shape} but B has {B.shape[0]} rows (shape {tuple(B.shape)})")

@@ -12,10 +12,9 @@ import importlib
 
 import torch
 
-from .._C_loader import _C, require_C
-from .._checks import check_dim, check_same, fail
+from .._C_loader import _C
 from ..formats.bsr import BSRMatrix, bsr_transpose, check_bsr
-from ._registry import LINEAR, register_gpu_fallback
+from ._registry import LINEAR, check_mm_args, register_gpu_fallback
 
 # Elements of G and B gathered per chunk by the values gradient (bounds its temporary memory to ~64 MiB fp32).
 _SDDMM_CHUNK_ELEMENTS = 1 << 24
@@ -128,16 +127,9 @@ def bsr_mm(A: BSRMatrix, B: torch.Tensor, *, validate: bool = False) -> torch.Te
     `validate=True` also checks the index contents (a device sync on GPU); the CPU kernel always checks them.
     On GPU, fp32 operands run as TF32 (see sparsekern._triton.configs.FP32_INPUT_PRECISION).
     """
-    require_C("bsr_mm")
-    where = "sparsekern.bsr_mm"
-    if not isinstance(A, BSRMatrix):
-        fail(where, TypeError, f"A must be a BSRMatrix, got {type(A).__name__}")
-    check_dim(where, B, "B", 2)
-    check_same(where, B, "B", A.values, "A.values")
-    if B.shape[0] != A.shape[1]:
-        fail(where, ValueError, f"A is {A.shape} but B has {B.shape[0]} rows (shape {tuple(B.shape)})")
+    check_mm_args("bsr_mm", A, BSRMatrix, B)
     if validate:
-        check_bsr(where, A.crow_indices, A.col_indices, A.values, A.shape)
+        check_bsr("sparsekern.bsr_mm", A.crow_indices, A.col_indices, A.values, A.shape)
     return torch.ops.sparsekern.bsr_mm(A.crow_indices, A.col_indices, A.values, A.shape[0], B)
 
 

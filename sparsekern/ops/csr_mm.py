@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from .._C_loader import _C, require_C
-from .._checks import check_dim, check_same, fail
+from .._C_loader import _C
 from ..formats.csr import COMPACT_COL_DTYPE, CSRMatrix, check_csr, csr_transpose, row_order_of
-from ._registry import LINEAR, register_gpu_fallback
+from ._registry import LINEAR, check_mm_args, register_gpu_fallback
 
 
 def _check_components(op: str, crow, col, val, row_order=None) -> None:
@@ -119,13 +118,7 @@ def csr_mm(A: CSRMatrix, B: torch.Tensor, *, validate: bool = False) -> torch.Te
     `validate=True` also checks the index contents (a device sync on GPU); the CPU kernel always checks them.
     GPU kernels walk the rows in A.row_order (longest first) and read compact (int16) columns natively.
     """
-    require_C("csr_mm")
-    if not isinstance(A, CSRMatrix):
-        fail("sparsekern.csr_mm", TypeError, f"A must be a CSRMatrix, got {type(A).__name__}")
-    check_dim("sparsekern.csr_mm", B, "B", 2)
-    check_same("sparsekern.csr_mm", B, "B", A.values, "A.values")
-    if B.shape[0] != A.shape[1]:
-        fail("sparsekern.csr_mm", ValueError, f"A is {A.shape} but B has {B.shape[0]} rows (shape {tuple(B.shape)})")
+    check_mm_args("csr_mm", A, CSRMatrix, B)
     if validate:
         check_csr("sparsekern.csr_mm", A.crow_indices, A.col_indices, A.values, A.shape, row_order=A.row_order)
     return torch.ops.sparsekern.csr_mm(A.crow_indices, A.col_indices, A.values, B, A.row_order)

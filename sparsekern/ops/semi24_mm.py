@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from .._C_loader import _C, has_kernel, require_C
-from .._checks import check_dim, check_same, fail
+from .._C_loader import _C, has_kernel
 from ..formats.semi24 import M_BLOCK, Semi24Matrix, check_semi24, decode_groups, padded_k, unpack_metadata
-from ._registry import GPU_BACKEND, LINEAR
+from ._registry import GPU_BACKEND, LINEAR, check_mm_args
 
 
 def _check_components(op: str, values, metadata, K) -> None:
@@ -124,16 +123,9 @@ def semi24_mm(A: Semi24Matrix, B: torch.Tensor, *, validate: bool = False) -> to
 
     `validate=True` also checks the metadata contents (a device sync on GPU).
     """
-    where = "sparsekern.semi24_mm"
-    require_C("semi24_mm")
-    if not isinstance(A, Semi24Matrix):
-        fail(where, TypeError, f"A must be a Semi24Matrix, got {type(A).__name__}")
-    check_dim(where, B, "B", 2)
-    check_same(where, B, "B", A.values, "A.values")
-    if B.shape[0] != A.shape[1]:
-        fail(where, ValueError, f"A is {A.shape} but B has {B.shape[0]} rows (shape {tuple(B.shape)})")
+    check_mm_args("semi24_mm", A, Semi24Matrix, B)
     if validate:
-        check_semi24(where, A.values, A.metadata, A.shape)
+        check_semi24("sparsekern.semi24_mm", A.values, A.metadata, A.shape)
     return torch.ops.sparsekern.semi24_mm(A.values, A.metadata, B)
 
 
