@@ -13,6 +13,7 @@ autotuner keyed on (M, K, n_bucket(N), bm, bk, dtypes); the interpreter uses fix
 bsr_linear reads x (T, K) as B = xᵀ and writes the (M, T) result through out's strides into the (T, M) output.
 """
 
+import functools
 import os
 
 import torch
@@ -83,12 +84,16 @@ def _bsr_mm_kernel(
         tl.store(ws_ptr + (split * M + rows[:, None]) * N + offs_n[None, :], acc, mask=out_mask)
 
 
-_KEY = ["M", "K", "n_bucket", "BM", "BK"]
-_PRUNE = {"early_config_prune": configs.bsr_mm_prune}
-_autotuned = triton.autotune(configs.bsr_mm_candidates(decode=False), key=_KEY, prune_configs_by=_PRUNE)(_bsr_mm_kernel)
-_autotuned_decode = triton.autotune(configs.bsr_mm_candidates(decode=True), key=_KEY, prune_configs_by=_PRUNE)(
-    _bsr_mm_kernel
-)
+@functools.cache
+def _autotuner(decode: bool):
+    """The autotuned kernel of a regime (decode: N <= configs.BSR_MM_DECODE_N), built on first use: Triton 3.2
+    looks up the GPU driver when an autotuner is defined, which fails on a machine without a GPU."""
+    return triton.autotune(
+        configs.bsr_mm_candidates(decode),
+        key=["M", "K", "n_bucket", "BM", "BK"],
+        prune_configs_by={"early_config_prune": configs.bsr_mm_prune},
+    )(_bsr_mm_kernel)
+
 
 # (M, K, n_bucket, bm, bk, dtype name) -> config dict, for every shape autotuned in this process.
 _tuned_here: dict[tuple, dict] = {}
@@ -127,7 +132,7 @@ def _launch(crow, col, val, M, B, bias, out, config="auto"):
     dtype_name = str(val.dtype).removeprefix("torch.")
     cfg = _fixed_config(B.device, M, K, N, bm, bk, dtype_name) if config == "auto" else config
     MB = crow.numel() - 1
-    tuner = _autotuned_decode if N <= configs.BSR_MM_DECODE_N else _autotuned
+    tuner = _autotuner(N <= configs.BSR_MM_DECODE_N) if cfg is None else None
     # Workspace for split-K partials: the config's split, or the largest split the autotuner may try.
     max_split = cfg["SPLIT_K"] if cfg is not None else max(c.kwargs["SPLIT_K"] for c in tuner.configs)
     ws = torch.empty((max_split, M, N), dtype=torch.float32, device=B.device) if max_split > 1 else out
