@@ -12,14 +12,33 @@ import json
 import sys
 
 
-def compile_case(fn, case: dict) -> dict:
-    import triton
-    from triton.backends.compiler import GPUTarget
+def source(fn, case: dict):
+    """The kernel specialised as `case` says, in this Triton's ASTSource form."""
+    import inspect
+
     from triton.compiler import ASTSource
 
     names = list(fn.arg_names)
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in case["aligned"]}
-    src = ASTSource(fn=fn, signature=case["signature"], constexprs=case["constexprs"], attrs=attrs)
+    if "constexprs" in inspect.signature(ASTSource).parameters:  # Triton >= 3.3
+        attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in case["aligned"]}
+        return ASTSource(fn=fn, signature=case["signature"], constexprs=case["constexprs"], attrs=attrs)
+    # Triton 3.2: the signature lists only runtime arguments; an argument specialised to a value (a unit stride)
+    # stays in it and is also a constant with the "equal to 1" attribute, as the launcher would make it.
+    from triton.backends.compiler import AttrsDescriptor
+
+    declared = {names[i] for i in fn.constexprs}
+    signature = {n: "i32" if case["signature"][n] == "constexpr" else case["signature"][n] for n in names
+                 if n not in declared}
+    hints = {names.index(n): 16 for n in case["aligned"]}
+    hints.update({names.index(n): v for n, v in case["constexprs"].items() if n not in declared})
+    return ASTSource(fn, signature, constants=dict(case["constexprs"]), attrs=AttrsDescriptor.from_hints(hints))
+
+
+def compile_case(fn, case: dict) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    src = source(fn, case)
     options = dict(num_warps=case["num_warps"], num_stages=case["num_stages"])
     kernel = triton.compile(src, target=GPUTarget("cuda", case["arch"], 32), options=options)
     return {"ptx": kernel.asm["ptx"], "shared": kernel.metadata.shared}
