@@ -56,7 +56,8 @@ def _ours(method: str) -> bool:
     return method == "triton" or method.startswith("sparsekern")
 
 
-def run_cases(ops: list[str], preset: dict, device: torch.device, copy_gbs: float, log=print) -> list[dict]:
+def run_cases(ops: list[str], preset: dict, device: torch.device, copy_gbs: float, log=print,
+              rep_ms: float = 100) -> list[dict]:
     rows = []
     for op in ops:
         for case in importlib.import_module(OPS[op]).cases(preset, device):
@@ -68,7 +69,7 @@ def run_cases(ops: list[str], preset: dict, device: torch.device, copy_gbs: floa
                     # Every method of ours must agree: the compiled kernel, its variants, and Triton beside it.
                     if _ours(name):
                         agrees &= _agrees(calls[0](), dense_out)
-                    times[name] = median_ms(calls, device)
+                    times[name] = median_ms(calls, device, rep_ms=rep_ms)
                 except (RuntimeError, ValueError, NotImplementedError) as e:
                     # e.g. torch.sparse lacks this dtype here, or a forced variant does not fit this shape; our
                     # default methods must always run
@@ -126,6 +127,11 @@ def main(argv=None) -> int:
         help="comma-separated SPARSEKERN_CSR_MM_CONFIG values (e.g. nz:16,nz:32:staged,rows:16), each timed as an "
         "extra method sparsekern[<value>]: CUDA kernel tuning in one run",
     )
+    parser.add_argument(
+        "--rep-ms", type=float, default=100,
+        help="GPU: ms of repeated calls timed per method and case, after a quarter of that as warm-up (default 100; "
+        "a smaller window shortens a large preset)",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -145,12 +151,13 @@ def main(argv=None) -> int:
         date=datetime.date.today().isoformat(),
         preset=preset_name,
         variants=variants,
+        rep_ms=args.rep_ms,
         copy_bandwidth_gbs=copy_gbs,
         **{k: v for k, v in backends().items() if k in ("torch", "torch_cuda", "triton", "python", "threads")},
     )
     print(f"sparsekern bench: {meta['device']}, torch {meta['torch']}, preset {preset_name}, "
           f"measured copy bandwidth {copy_gbs:.1f} GB/s")
-    rows = run_cases(ops, preset, device, copy_gbs)
+    rows = run_cases(ops, preset, device, copy_gbs, rep_ms=args.rep_ms)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -20,13 +20,14 @@ DEFAULT_BLOCKSIZES = {"cpu": [(32, 32)], "cuda": [(16, 16), (32, 32), (64, 64)]}
 
 def random_block_weight(M: int, K: int, blocksize, sparsity: float, dtype: torch.dtype, device: torch.device,
                         seed: int) -> torch.Tensor:
-    """A (M, K) weight whose (bm, bk) blocks are each zero with probability `sparsity`, normal inside."""
+    """A (M, K) weight whose (bm, bk) blocks are each zero with probability `sparsity`, normal inside (drawn on
+    `device`)."""
     bm, bk = blocksize
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
     MB, KB = -(-M // bm), -(-K // bk)
-    keep = torch.rand(MB, KB, generator=g) >= sparsity
-    W = torch.randn(M, K, generator=g) * keep.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
-    return W.to(device=device, dtype=dtype)
+    keep = torch.rand(MB, KB, generator=g, device=device) >= sparsity
+    mask = keep.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
+    return (torch.randn(M, K, generator=g, device=device) * mask).to(dtype)
 
 
 def cases(preset: dict, device: torch.device):

@@ -15,11 +15,12 @@ from .case import Case, rotation_copies
 
 
 def random_24_weight(M: int, K: int, dtype: torch.dtype, device: torch.device, seed: int) -> torch.Tensor:
-    """A (M, K) weight with 2 nonzeros at random places in every group of 4 along K (K % 4 == 0)."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    keep = torch.rand(M, K // 4, 4, generator=g).argsort(-1)[..., :2]
-    mask = torch.zeros(M, K // 4, 4, dtype=torch.bool).scatter_(-1, keep, True).view(M, K)
-    return (torch.randn(M, K, generator=g) * mask).to(device=device, dtype=dtype)
+    """A (M, K) weight with 2 nonzeros at random places in every group of 4 along K (K % 4 == 0), drawn on
+    `device`."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    keep = torch.rand(M, K // 4, 4, generator=g, device=device).argsort(-1)[..., :2]
+    mask = torch.zeros(M, K // 4, 4, dtype=torch.bool, device=device).scatter_(-1, keep, True).view(M, K)
+    return (torch.randn(M, K, generator=g, device=device) * mask).to(dtype)
 
 
 def _semi_structured(W: list[torch.Tensor], cutlass: bool, probe: torch.Tensor):

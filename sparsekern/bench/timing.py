@@ -12,13 +12,15 @@ import torch
 
 
 def median_ms(calls: Sequence[Callable[[], object]], device: torch.device, min_reps: int = 7,
-              max_reps: int = 30, budget_s: float = 1.0) -> float:
-    """Median wall time of one call in ms; `calls` are the same computation on different input copies."""
+              max_reps: int = 30, budget_s: float = 1.0, rep_ms: float = 100) -> float:
+    """Median wall time of one call in ms; `calls` are the same computation on different input copies. On a GPU
+    the calls repeat for `rep_ms` of GPU time after a quarter of that as warm-up (triton's do_bench defaults:
+    100 and 25)."""
     if device.type == "cuda":
         from triton.testing import do_bench  # flushes L2 between calls
 
         rotation = itertools.cycle(calls)
-        return float(do_bench(lambda: next(rotation)(), return_mode="median"))
+        return float(do_bench(lambda: next(rotation)(), warmup=rep_ms / 4, rep=rep_ms, return_mode="median"))
     for call in calls:  # warm-up: first-touch page faults, thread pool start
         call()
     samples: list[float] = []
