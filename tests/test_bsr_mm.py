@@ -438,6 +438,19 @@ def test_triton_configs():
         configs.BSR_MM_TUNED = orig
 
 
+def test_tuned_table_file(tmp_path, monkeypatch):
+    """The file `bsr_mm_tune --out` writes loads into the tuned table (SPARSEKERN_BSR_MM_TUNED does this at import)."""
+    from sparsekern._triton import bsr_mm_tune, configs
+
+    monkeypatch.setattr(configs, "BSR_MM_TUNED", {"GPU X": {(8, 8, 16, 16, 16, "float16"): {}}})
+    entry = {"BLOCK_N": 16, "SPLIT_K": 4, "num_warps": 2, "num_stages": 5}
+    path = tmp_path / "tuned.py"
+    bsr_mm_tune.write_table(str(path), "GPU X", {(4096, 11008, 1, 64, 64, "bfloat16"): entry}, "test")
+    configs.load_bsr_mm_tuned(path)
+    assert configs.bsr_mm_tuned("GPU X", 4096, 11008, 1, 64, 64, "bfloat16") == entry
+    assert configs.bsr_mm_tuned("GPU X", 8, 8, 9, 16, 16, "float16") == {}  # entries already there are kept
+
+
 def test_tune_tool_needs_a_gpu(capsys):
     from sparsekern._triton import bsr_mm_tune
 

@@ -3,10 +3,17 @@ skip autotuning for the shapes they hold.
 
 A tuned table holds only measured winners: `sparsekern._triton.bsr_mm.tuned_entries()` turns the autotuner's
 choices on the current GPU into entries to paste here. No entry exists until measured on that GPU; shapes
-without one are autotuned on first use (per process) over the candidate lists below.
+without one are autotuned on first use (per process) over the candidate lists below. A table that
+`python -m sparsekern._triton.bsr_mm_tune --out FILE` wrote is used before it is pasted here when the
+environment variable SPARSEKERN_BSR_MM_TUNED names FILE (a benchmark right after tuning, without autotuning
+again).
 """
 
 from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
 
 import torch
 import triton
@@ -103,3 +110,14 @@ BSR_MM_TUNED: dict[str, dict[tuple, dict]] = {
 
 def bsr_mm_tuned(gpu: str, M: int, K: int, N: int, bm: int, bk: int, dtype_name: str) -> dict | None:
     return BSR_MM_TUNED.get(gpu, {}).get((M, K, n_bucket(N), bm, bk, dtype_name))
+
+
+def load_bsr_mm_tuned(path: str | os.PathLike) -> None:
+    """Adds the entries of a file written by `bsr_mm_tune --out` ({GPU name: {key: config}}, a Python literal)
+    to BSR_MM_TUNED, replacing entries of the same key."""
+    for gpu, entries in ast.literal_eval(Path(path).read_text()).items():
+        BSR_MM_TUNED.setdefault(gpu, {}).update(entries)
+
+
+if os.environ.get("SPARSEKERN_BSR_MM_TUNED"):
+    load_bsr_mm_tuned(os.environ["SPARSEKERN_BSR_MM_TUNED"])
