@@ -1,101 +1,293 @@
 #!/usr/bin/env bash
-# One-shot GPU validation of the CSR kernels, for a session with a CUDA machine and little device time:
+# One-shot GPU validation and benchmarks of every op, for a session with a CUDA machine and little device time.
+# GPU backends: csr_mm / csr_linear / csr_sddmm and semi24_mm / semi24_linear are compiled CUDA kernels,
+# bsr_mm / bsr_linear are Triton.
 #
-#   bench/gpu_check.sh [stage ...]      stages, in the order given (default: info build test sanitize bench)
-#     info       GPU, driver, torch/triton/nvcc/compute-sanitizer versions
-#     build      builds the extension for this GPU only (TORCH_CUDA_ARCH_LIST = its capability, 9.0a on Hopper)
-#                and checks that csr_mm / csr_linear / csr_sddmm dispatch to the compiled CUDA kernels
-#     test       the CUDA and Triton tests of csr_mm (every forced kernel variant, poisoned outputs), then the
-#                CPU-side csr_mm / format tests as a regression check
-#     sanitize   compute-sanitizer memcheck (with PyTorch's caching allocator off, so out-of-tensor accesses
-#                are reported) on a sweep of every kernel instantiation and on garbage input; racecheck on the
-#                kernels that use shared memory
-#     bench      python -m sparsekern bench --preset gpu (csr_mm and csr_linear, fp16/bf16, vs cuBLAS and
-#                cuSPARSE in the same process, plus the Triton kernels beside the CUDA ones)
-#     bench_mm / bench_linear   the two halves of `bench`, if one command may not run long enough for both
-#     tune       --preset gpu-tune with every forced kernel variant as an extra method (SPARSEKERN_CSR_MM_CONFIG)
+#   bench/gpu_check.sh [stage ...]      stages, in the order given (default: every stage but test_cpu and tune)
+#     info          GPU, driver, torch/triton/nvcc/compute-sanitizer versions
+#     build         builds the extension for this GPU only (TORCH_CUDA_ARCH_LIST = its capability, 9.0a on
+#                   Hopper) and checks every op's GPU backend: the CSR and 2:4 ops "cuda", the BSR ops "triton"
+#     test          the GPU tests (markers cuda and triton) of every op test file, tests/test_*mm*.py: every CUDA
+#                   kernel variant with poisoned outputs, the Triton kernels compiled for this GPU, the autotuner
+#     test_cpu      the CPU tests of the same files, a regression check under this machine's torch
+#     sanitize      memcheck, then racecheck
+#     memcheck      compute-sanitizer memcheck (PyTorch's caching allocator off, so out-of-tensor accesses are
+#                   reported): the CSR kernels' sweep of every instantiation, garbage and misaligned input; the 2:4
+#                   decode and tensor-core paths, unaligned operands, ragged shapes; the BSR Triton kernel on
+#                   padded non-power-of-two blocks, split-K, and 16 shapes x blocks at 10% density
+#     racecheck     compute-sanitizer racecheck on the kernels that use shared memory: the CSR sweep, and the 2:4
+#                   fp16/bf16 kernels (cp.async rings, swizzled tiles, split-K reduction) on ragged shapes
+#     bench         csr_mm then csr_linear: python -m sparsekern bench --preset gpu (fp16/bf16 vs cuBLAS and
+#                   cuSPARSE in the same process, plus the Triton kernels beside the CUDA ones)
+#     bench_mm / bench_linear   the two halves of `bench`
+#     bench_semi24  --preset semi24 --ops semi24_mm (vs cuBLAS and torch's cuSPARSELt / CUTLASS 2:4)
+#     tune_bsr      python -m sparsekern._triton.bsr_mm_tune over the bsr preset's shapes, N and blocks: the
+#                   table to paste into sparsekern/_triton/configs.py (BSR_MM_TUNED), as bsr_mm_tuned.py
+#     bench_bsr     --preset bsr --ops bsr_mm (vs cuBLAS and torch's BSR kernel); uses tune_bsr's table when run
+#                   after it in the same call (SPARSEKERN_BSR_MM_TUNED), else autotunes every shape first (~5 min)
+#     tune          --preset gpu-tune with every forced CSR kernel variant as an extra method
 #
-# Logs and JSON go to $OUT when set (the device tool's folder that comes back), else bench/results/gpu_check.
-# The interpreter is $PYTHON, else .venv/bin/python when present, else python3; it needs a CUDA build of torch
-# with triton, pytest, ninja and setuptools installed (nothing is downloaded here).
-set -euo pipefail
+# Stages after `build` build first when the extension is missing or older than csrc/ (a machine handed back
+# between calls). A failing stage does not stop the next; the exit status is 1 when any stage failed.
+#
+# Environment: OUT (where results go: the device tool's folder; else bench/results/gpu_check), PYTHON (else
+# .venv/bin/python when present, else python3: a CUDA build of torch with triton, pytest, ninja and setuptools;
+# nothing is downloaded), GPU_CHECK_BUDGET_S (seconds this call may take: a stage that would not fit its
+# estimate is skipped, a running one is interrupted at the limit and its partial report kept), GPU_CHECK_REP_MS
+# (bench --rep-ms, default 100), GPU_CHECK_ARCH (TORCH_CUDA_ARCH_LIST), MAX_JOBS (default 16),
+# GPU_CHECK_DRY_RUN=1 (print the commands instead of running them).
+#
+# Results: $OUT gets at most 8 files: gpu_check_summary.txt (one line per stage: status, seconds, outcome),
+# gpu_check_logs.tar.gz (every log, JUnit XML, sanitizer report, JSON), each benchmark's JSON as <stage>-<name>.json,
+# and bsr_mm_tuned.py. They are rewritten after every stage, so a call cut off still returns what it finished.
+#
+# Device plan (H100, 30 min of device time, 10 min per command). Estimates per stage (EST below, seconds):
+# build 150 (nvcc for sm_90a only, csr_mm.cu the longest at ~1 min); test 240 (~1020 tests, ~350 Triton
+# compiles at ~0.4 s); memcheck 120 + racecheck 90 (about 25 s of start-up each under the sanitizer); bench
+# 2 x 90 (120 cases x 4 methods per op, ~0.14 s per do_bench at rep 100 ms with L2 flushes); bench_semi24 50
+# (42 cases x 3 methods); tune_bsr 310 (48 shapes x ~21 candidate configs: ~380 compiles plus ~1000 timings);
+# bench_bsr 130 with the tuned table (192 cases x 3 methods). Three calls, back to back, then give the machine
+# back:
+#   1. (~6.5 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh info build test
+#   2. (~7.5 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh sanitize bench bench_semi24
+#   3. (~7.5 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh tune_bsr bench_bsr
+# (run with timeout_s=600; about 22 min of commands, plus the machine's start and the pauses between calls)
+# A stage skipped for time (see the summary) goes first in the next call. If calls run long, GPU_CHECK_REP_MS=50
+# halves every benchmark's timing window (bench 2 x 55 s, bench_bsr 90 s).
+set -uo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
+
+# nvcc and compute-sanitizer where a CUDA image keeps them, for a PATH without them
+for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do
+  [ -d "$d" ] && case ":$PATH:" in *":$d:"*) ;; *) PATH=$PATH:$d ;; esac
+done
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-LOG=${OUT:-bench/results/gpu_check}
-mkdir -p "$LOG"
-CSR_TESTS=(tests/test_csr_mm_gpu.py tests/test_csr_mm.py)
+DEST=${OUT:-bench/results/gpu_check}
+LOG=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+SUMMARY=$LOG/gpu_check_summary.txt
+BUDGET=${GPU_CHECK_BUDGET_S:-0}
+REP_MS=${GPU_CHECK_REP_MS:-100}
+DRY=${GPU_CHECK_DRY_RUN:-0}
+mkdir -p "$DEST"
+failed=0
+built=0
 
-stage() { echo; echo "=== $1 ($(date +%T))"; }
+OP_TESTS=(tests/test_*mm*.py)
+# Sanitizer selections (pytest -k; parametrize ids dtype0/1/2 are float32/float16/bfloat16, conftest.DTYPES):
+MEMCHECK_K="sanitizer_sweep or garbage or misaligned or index_widths"                        # CSR: 9 tests
+MEMCHECK_K+=" or semi24_decode_and_tc or semi24_cuda_unaligned or (semi24_mm_cuda and partial)"  # 2:4: 32
+MEMCHECK_K+=" or bsr_linear_and_padding or bsr_split_k or (bsr_mm_cuda and 0.1 and dtype1)"      # BSR: 29
+RACECHECK_K="sanitizer_sweep or (semi24_mm_cuda and partial and not dtype0)"                 # 1 + 14 tests
+SANITIZER=(compute-sanitizer --error-exitcode 99 --target-processes all --print-limit 20)
 
-info() {
-  stage info
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv || true
-  "$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__,
-      torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))"
-  nvcc --version | tail -1 || true
-  compute-sanitizer --version | head -2 || true
+# Seconds a stage needs; with GPU_CHECK_BUDGET_S, a stage is skipped when less than this is left.
+declare -A EST=([info]=10 [build]=150 [test]=240 [test_cpu]=90 [memcheck]=120 [racecheck]=90 [bench_mm]=90
+                [bench_linear]=90 [bench_semi24]=50 [tune_bsr]=310 [bench_bsr]=130 [tune]=110)
+
+# run NAME CMD...: runs CMD (a program, or a function of this script) with its output in $LOG/NAME.log and its
+# tail shown; a program within the time left.
+run() {
+  local name=$1 rc left=$((BUDGET - SECONDS))
+  shift
+  if [ "$DRY" = 1 ]; then
+    printf '%q ' "$@"
+    echo
+    return 0
+  fi
+  if [ "$BUDGET" -gt 0 ] && [ "$left" -le 0 ]; then
+    echo "$name: no time left"
+    return 124
+  elif [ "$BUDGET" -gt 0 ] && [ "$(type -t "$1")" = file ] && command -v timeout >/dev/null; then
+    # SIGINT first: pytest still writes its summary and JUnit report
+    timeout -s INT -k 20 "$left" "$@" >"$LOG/$name.log" 2>&1
+  else
+    "$@" >"$LOG/$name.log" 2>&1
+  fi
+  rc=$?
+  tail -n "${TAIL:-8}" "$LOG/$name.log"
+  [ "$rc" = 124 ] && echo "$name: interrupted at the time budget"
+  return "$rc"
 }
 
-build() {
-  stage build
-  local cap
-  cap=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability(0))")
-  [ "$cap" = "9.0" ] && cap=9.0a
-  local t0=$SECONDS
-  TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$cap} MAX_JOBS=${MAX_JOBS:-16} \
-    "$PY" -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tee "$LOG/build.log"
-  echo "build: $((SECONDS - t0)) s for arch $cap"
+# The extension is importable, built from the current sources, and every op has its GPU backend.
+check_backends() {
+  [ "$DRY" = 1 ] && return 0
   "$PY" - <<'EOF'
 import sparsekern as sk
+
 info = sk.backends()
-print(info)
 gpu = info["gpu_backend"]
-missing = [op for op in ("csr_mm", "csr_linear", "csr_sddmm") if gpu.get(op) != "cuda"]
-assert not missing, f"these ops have no compiled CUDA kernel: {missing} ({info['extension']})"
+print("extension:", info["extension"], "| triton", info["triton"], "| gpu", info["gpu"])
+print("gpu backends:", gpu)
+want = {**dict.fromkeys(["csr_mm", "csr_linear", "csr_sddmm", "semi24_mm", "semi24_linear"], "cuda"),
+        **dict.fromkeys(["bsr_mm", "bsr_linear"], "triton")}
+wrong = {op: gpu.get(op) for op, backend in want.items() if gpu.get(op) != backend}
+assert not wrong, f"GPU backends not as expected (want {want}): {wrong}"
+assert info["triton"], "triton is not importable: the BSR ops have no GPU backend"
 EOF
 }
 
+sources_sum() { cat setup.py pyproject.toml $(find csrc -type f | sort) | sha256sum | cut -d' ' -f1; }
+
+versions() {
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  "$PY" -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton',
+    triton.__version__, torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))"
+  nvcc --version | tail -1
+  compute-sanitizer --version | head -2
+}
+
+info() {
+  TAIL=10 run info versions
+}
+
+build() {
+  local cap=9.0a
+  if [ "$DRY" != 1 ]; then
+    cap=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability(0))") || return 1
+    [ "$cap" = "9.0" ] && cap=9.0a
+  fi
+  local arch=${GPU_CHECK_ARCH:-$cap} install=(-m pip install -q --no-build-isolation --no-deps -e .)
+  # Without pip in this environment: the extension built in place (pytest and `python -m` run from the root).
+  [ "$DRY" = 1 ] || "$PY" -m pip --version >/dev/null 2>&1 || install=(setup.py build_ext --inplace)
+  echo "building for TORCH_CUDA_ARCH_LIST=$arch with $PY ${install[*]}"
+  TAIL=3 run build env TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS="${MAX_JOBS:-16}" "$PY" "${install[@]}" || return 1
+  TAIL=3 run backends check_backends || return 1
+  [ "$DRY" = 1 ] || { mkdir -p build && sources_sum >build/gpu_check.stamp; }
+  built=1
+}
+
+# Builds unless this call built already or the last build is of the current sources and passes the checks.
+ensure_built() {
+  [ "$built" = 1 ] && return 0
+  if [ "$DRY" != 1 ] && [ "$(cat build/gpu_check.stamp 2>/dev/null)" = "$(sources_sum)" ] \
+    && check_backends >"$LOG/backends.log" 2>&1; then
+    built=1
+    return 0
+  fi
+  build
+}
+
+pytest_run() {  # pytest_run NAME [pytest args...]
+  local name=$1
+  shift
+  TAIL=${TAIL:-12} run "$name" "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOG/$name.xml" "$@"
+}
+
 test_() {
-  stage test
-  "$PY" -m pytest -q -p no:cacheprovider -m "cuda or triton" "${CSR_TESTS[@]}" --junitxml="$LOG/test_gpu.xml" \
-    2>&1 | tee "$LOG/test_gpu.log" | tail -25
-  "$PY" -m pytest -q -p no:cacheprovider -m "not cuda and not triton" "${CSR_TESTS[@]}" tests/test_formats.py \
-    2>&1 | tee "$LOG/test_cpu.log" | tail -5
+  ensure_built || return 1
+  pytest_run test_gpu -m "cuda or triton" --durations=15 "${OP_TESTS[@]}"
 }
 
-sanitize() {
-  stage sanitize
-  local common=(--error-exitcode 99 --target-processes all --print-limit 20)
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck "${common[@]}" \
-    "$PY" -m pytest -q -x -p no:cacheprovider tests/test_csr_mm_gpu.py \
-    -k "sanitizer_sweep or garbage or misaligned or index_widths" 2>&1 | tee "$LOG/memcheck.log" | tail -15
-  compute-sanitizer --tool racecheck "${common[@]}" \
-    "$PY" -m pytest -q -x -p no:cacheprovider tests/test_csr_mm_gpu.py -k "sanitizer_sweep" \
-    2>&1 | tee "$LOG/racecheck.log" | tail -8
+test_cpu() {
+  ensure_built || return 1
+  pytest_run test_cpu -m "not cuda and not triton" "${OP_TESTS[@]}" tests/test_formats*.py
 }
 
-bench_ops() {
-  stage "bench $1"
-  "$PY" -m sparsekern bench --preset gpu --ops "$1" --out "$LOG" 2>&1 | tee "$LOG/bench_$1.log"
+memcheck() {
+  ensure_built || return 1
+  TAIL=15 run memcheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "${SANITIZER[@]}" --tool memcheck \
+    "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOG/memcheck.xml" -m "cuda or triton" \
+    tests/test_csr_mm_gpu.py tests/test_semi24_mm.py tests/test_bsr_mm.py -k "$(echo $MEMCHECK_K)"
+}
+
+racecheck() {
+  ensure_built || return 1
+  TAIL=10 run racecheck "${SANITIZER[@]}" --tool racecheck \
+    "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOG/racecheck.xml" -m cuda \
+    tests/test_csr_mm_gpu.py tests/test_semi24_mm.py -k "$RACECHECK_K"
+}
+
+bench_op() {  # bench_op NAME PRESET OP [extra bench args...]: JSON in $LOG/NAME/
+  local name=$1 preset=$2 op=$3
+  shift 3
+  ensure_built || return 1
+  TAIL=4 run "$name" "$PY" -m sparsekern bench --preset "$preset" --ops "$op" --rep-ms "$REP_MS" \
+    --out "$LOG/$name" "$@"
+}
+
+tune_bsr() {
+  ensure_built || return 1
+  TAIL=3 run tune_bsr "$PY" -m sparsekern._triton.bsr_mm_tune --shapes 4096x4096,11008x4096 --ns 1,16,128,4096 \
+    --blocks 16,32,64 --dtypes float16,bfloat16 --out "$LOG/bsr_mm_tuned.py"
+}
+
+bench_bsr() {
+  local tuned=${SPARSEKERN_BSR_MM_TUNED:-}
+  [ -z "$tuned" ] && [ -f "$LOG/bsr_mm_tuned.py" ] && tuned=$LOG/bsr_mm_tuned.py
+  echo "bsr_mm tuned table: ${tuned:-none (autotuning every shape first)}"
+  SPARSEKERN_BSR_MM_TUNED=$tuned bench_op bench_bsr bsr bsr_mm
 }
 
 tune() {
-  stage tune
-  "$PY" -m sparsekern bench --preset gpu-tune --ops csr_mm,csr_linear --out "$LOG" \
-    --variants nz:4,nz:8,nz:16,nz:32,nz:32:global,nz:32:staged,rows:8,rows:16,rows:32 2>&1 | tee "$LOG/tune.log"
+  bench_op tune gpu-tune csr_mm,csr_linear \
+    --variants nz:4,nz:8,nz:16,nz:32,nz:32:global,nz:32:staged,rows:8,rows:16,rows:32
 }
 
-[ $# -eq 0 ] && set -- info build test sanitize bench
+# One line per stage: status, seconds, what its log says about the outcome.
+outcome() {
+  local log=$LOG/$1.log
+  [ -f "$log" ] || return 0
+  { grep -E "^=* *[0-9]+ (passed|failed|error|skipped|deselected).* in [0-9.]+s" "$log" | tail -1
+    grep -E "ERROR SUMMARY" "$log" | tr '\n' ' '
+    grep -cE "RESULT MISMATCH" "$log" | sed -n 's/^\([1-9][0-9]*\)$/\1 RESULT MISMATCH rows/p'
+    grep -E "^wrote " "$log"; } | tr '\n' ' '
+}
+
+# Everything in $LOG as one archive, plus the JSON results and the tuned table as files of their own.
+bundle() {
+  [ "$DRY" = 1 ] && return 0
+  tar czf "$DEST/gpu_check_logs.tar.gz" -C "$LOG" .
+  cp "$SUMMARY" "$DEST/"
+  [ -f "$LOG/bsr_mm_tuned.py" ] && cp "$LOG/bsr_mm_tuned.py" "$DEST/"
+  local json
+  for json in "$LOG"/*/*.json; do
+    [ -f "$json" ] && cp "$json" "$DEST/$(basename "$(dirname "$json")")-$(basename "$json")"
+  done
+  return 0
+}
+
+stage() {  # stage NAME FUNCTION [args...]
+  local name=$1 fn=$2 t0=$SECONDS status
+  shift 2
+  if [ "$BUDGET" -gt 0 ] && [ $((BUDGET - SECONDS)) -lt "${EST[$name]:-60}" ]; then
+    status="SKIPPED (time: $((BUDGET - SECONDS)) s left, needs ~${EST[$name]:-60} s)"
+  else
+    echo
+    echo "=== $name ($(date +%T))"
+    if "$fn" "$@"; then status=ok; else status="FAILED (rc $?)"; failed=1; fi
+  fi
+  printf '%-13s %-40s %5d s  %s\n' "$name" "$status" $((SECONDS - t0)) "$(outcome "$name")" | tee -a "$SUMMARY"
+  bundle
+}
+
+[ $# -eq 0 ] && set -- info build test sanitize bench bench_semi24 tune_bsr bench_bsr
+echo "gpu_check: logs in $LOG, results to $DEST, python $PY, budget ${BUDGET} s"
 for s in "$@"; do
   case "$s" in
-    info) info ;;
-    build) build ;;
-    test) test_ ;;
-    sanitize) sanitize ;;
-    bench) bench_ops csr_mm; bench_ops csr_linear ;;
-    bench_mm) bench_ops csr_mm ;;
-    bench_linear) bench_ops csr_linear ;;
-    tune) tune ;;
+    info) stage info info ;;
+    build) stage build build ;;
+    test) stage test test_ ;;
+    test_cpu) stage test_cpu test_cpu ;;
+    sanitize) stage memcheck memcheck; stage racecheck racecheck ;;
+    memcheck) stage memcheck memcheck ;;
+    racecheck) stage racecheck racecheck ;;
+    bench) stage bench_mm bench_op bench_mm gpu csr_mm; stage bench_linear bench_op bench_linear gpu csr_linear ;;
+    bench_mm) stage bench_mm bench_op bench_mm gpu csr_mm ;;
+    bench_linear) stage bench_linear bench_op bench_linear gpu csr_linear ;;
+    bench_semi24) stage bench_semi24 bench_op bench_semi24 semi24 semi24_mm ;;
+    tune_bsr) stage tune_bsr tune_bsr ;;
+    bench_bsr) stage bench_bsr bench_bsr ;;
+    tune) stage tune tune ;;
     *) echo "gpu_check.sh: unknown stage '$s'" >&2; exit 2 ;;
   esac
 done
+echo
+echo "=== summary ($SECONDS s)"
+cat "$SUMMARY"
+exit "$failed"
