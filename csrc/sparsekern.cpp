@@ -17,6 +17,11 @@ TORCH_LIBRARY(sparsekern, m) {
   m.def("csr_mm(Tensor crow, Tensor col, Tensor val, Tensor B, Tensor? row_order=None) -> Tensor");
   // x (T, K) @ A.T + bias -> (T, M), A in CSR (M, K): the nn.Linear orientation, no transposed copy of A.
   m.def("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias, Tensor? row_order=None) -> Tensor");
+  // csr_mm / csr_linear for a CSR matrix that also carries the bitmap of its stored columns (bitmap (M, ceil(K/32))
+  // int32, bit b of word w <-> column 32w + b; columns sorted within rows). The GPU kernel reads the bitmap instead
+  // of col and runs on tensor cores; the CPU kernel reads col (the bitmap's shape and dtype are still checked).
+  m.def("csr_bitmap_mm(Tensor crow, Tensor col, Tensor val, Tensor bitmap, Tensor B) -> Tensor");
+  m.def("csr_bitmap_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor bitmap, Tensor? bias) -> Tensor");
   // Gradient of CSR values: out[j] = dot(G[row(j), :], B[col[j], :]) for every stored entry j (SDDMM).
   m.def("csr_sddmm(Tensor crow, Tensor col, Tensor G, Tensor B) -> Tensor");
   // BSR (M, K) @ B (K, N) -> (M, N); val (nblocks, bm, bk), crow ceil(M/bm) + 1 entries, K = B.size(0).
