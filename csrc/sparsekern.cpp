@@ -3,6 +3,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/isa.h"
+
 extern "C" {
 // Importing sparsekern._C runs the static registrations below; the module itself exports nothing.
 PyObject* PyInit__C(void) {
@@ -33,4 +35,6 @@ TORCH_LIBRARY(sparsekern, m) {
   m.def("semi24_mm(Tensor values, Tensor metadata, Tensor B) -> Tensor");
   // x (T, K) @ A.T + bias -> (T, M), A 2:4 as above: the nn.Linear orientation, neither A nor x transposed.
   m.def("semi24_linear(Tensor x, Tensor values, Tensor metadata, Tensor? bias) -> Tensor");
+  // The instruction set the CPU kernels run (0 baseline, 1 AVX2, 2 AVX-512), for sk.backends().
+  m.def("cpu_isa() -> int", [] { return static_cast<int64_t>(sparsekern::cpu::detect_isa()); });
 }

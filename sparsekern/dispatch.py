@@ -1,6 +1,12 @@
 """Which kernel computes a product, chosen per call from the problem's shape and density.
 
-csr_mm and sparse_linear of a CSRMatrix that carries a bitmap, on CUDA in fp16/bf16, have two kernels: the
+csr_mm and sparse_linear of a CSRMatrix that carries a bitmap have two kernels each.
+
+CPU: for N <= 4 the bitmap kernel (an AVX-512 expand-load of each 16-column half word, dense FMAs) reads 1 bit
+per element instead of a 4-byte column index per stored value plus a gathered load. Measured crossovers (below)
+decide.
+
+CUDA, fp16/bf16: the
 CUDA-core ones (csr_mm / csr_linear: bytes = values + int16 columns, work = 2 * nnz * N FMAs on CUDA cores) and
 the tensor-core one (csr_bitmap_mm / csr_bitmap_linear: bytes = values + 1 bit per element, work = the dense
 GEMM's on tensor cores plus a bit expansion of every element per BLOCK_N-wide column tile). Each time is
@@ -44,10 +50,20 @@ def bitmap_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
     return max(bytes_ / HBM_BYTES_PER_S, M * K * tiles * EXPAND_OPS / INT_OPS, 2 * M * K * N / TENSOR_FLOPS)
 
 
+# CPU: N -> the least density at which the bitmap kernel beat the CSR kernel (Xeon Sapphire Rapids, AVX-512,
+# 2 threads, fp32, 4096 x 4096, 2026-11-24). Bitmap / CSR ms at 90% sparsity: N=1 0.81 / 0.91, N=2 0.87 / 1.14,
+# N=4 1.20 / 0.94; at 85%, N=4 1.33 / 1.33; at 95%, N=1 0.97 / 0.48. N=3 is interpolated.
+CPU_BITMAP_MIN_DENSITY = {1: 0.08, 2: 0.08, 3: 0.12, 4: 0.15}
+
+
 def use_bitmap_kernel(A, N: int, device: torch.device) -> bool:
-    """True when the tensor-core kernel should compute A (CSRMatrix) @ (K, N) on `device`."""
-    if A.bitmap is None or device.type != "cuda" or A.dtype == torch.float32:
+    """True when the bitmap kernel should compute A (CSRMatrix) @ (K, N) on `device`."""
+    if A.bitmap is None:
         return False
     M, K = A.shape
+    if device.type == "cpu":
+        return N in CPU_BITMAP_MIN_DENSITY and A.nnz >= CPU_BITMAP_MIN_DENSITY[N] * M * K
+    if device.type != "cuda" or A.dtype == torch.float32:
+        return False
     elt = A.values.element_size()
     return bitmap_seconds(M, K, N, A.nnz, elt) < csr_seconds(M, K, N, A.nnz, elt)

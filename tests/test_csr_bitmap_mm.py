@@ -104,6 +104,35 @@ def test_csr_bitmap_ops_cpu(dtype, M, K, N, sparsity):
     assert_close(y, x.double() @ W.double().T + bias.double(), dtype, k=K)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K", [1, 31, 32, 33, 100, 257])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 1.0])
+def test_csr_bitmap_cpu_decode_kernel(dtype, K, sparsity):
+    """N <= 4 runs the CPU bitmap kernel (expanded half words, zero-padded last word); N = 5 the CSR one."""
+    M = 37
+    W = random_sparse(M, K, sparsity, dtype)
+    W[5] = 0
+    A = sk.CSRMatrix.from_dense(W, bitmap=True, col_dtype=torch.int16)
+    bias = torch.randn(M).to(dtype)
+    for N in (1, 2, 3, 4, 5):
+        B = torch.randn(N, K).to(dtype).t()  # column-major: the kernel reads it as N contiguous rows
+        assert_close(torch.ops.sparsekern.csr_bitmap_mm(*components(A), B), reference_mm(W, B), dtype, k=K)
+        x = torch.randn(K, N).to(dtype).t()
+        y = torch.ops.sparsekern.csr_bitmap_linear(x, *components(A), bias)
+        assert_close(y, x.double() @ W.double().T + bias.double(), dtype, k=K)
+
+
+def test_csr_bitmap_cpu_rejects_a_bitmap_that_disagrees_with_crow():
+    W = random_sparse(9, 70, 0.5)
+    A = sk.CSRMatrix.from_dense(W, bitmap=True)
+    bad = A.bitmap.clone()
+    bad[6, 2] ^= 1 << 2  # one bit more or less in row 6
+    with pytest.raises(ValueError, match="sparsekern.csr_bitmap_mm: bitmap does not match crow_indices: row 6"):
+        torch.ops.sparsekern.csr_bitmap_mm(A.crow_indices, A.col_indices, A.values, bad, torch.randn(70, 2))
+    with pytest.raises(ValueError, match="sparsekern.csr_bitmap_linear: bitmap does not match crow_indices: row 6"):
+        torch.ops.sparsekern.csr_bitmap_linear(torch.randn(1, 70), A.crow_indices, A.col_indices, A.values, bad, None)
+
+
 @pytest.mark.parametrize("linear", [False, True])
 def test_csr_bitmap_backward_matches_dense(linear):
     W = random_sparse(30, 50, 0.7)
@@ -203,15 +232,21 @@ def test_dispatch_takes_the_bitmap_kernel_only_where_it_can_win():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert use_bitmap_kernel(A(0.5), 128, cuda)  # dense-ish, wide: tensor cores
     assert not use_bitmap_kernel(A(0.95), 1, cuda)  # very sparse decode: CSR reads the fewest bytes
-    assert not use_bitmap_kernel(A(0.5), 128, cpu)
     assert not use_bitmap_kernel(A(0.5, bitmap=False), 128, cuda)
     assert not use_bitmap_kernel(A(0.5, dtype=torch.float32), 128, cuda)  # fp32 stays exact (no TF32)
+    assert use_bitmap_kernel(A(0.5, dtype=torch.float32), 1, cpu)  # CPU decode: the measured crossovers
+    assert use_bitmap_kernel(A(0.9, dtype=torch.float32), 2, cpu)
+    assert not use_bitmap_kernel(A(0.9, dtype=torch.float32), 4, cpu)
+    assert not use_bitmap_kernel(A(0.95, dtype=torch.float32), 1, cpu)
+    assert not use_bitmap_kernel(A(0.5, dtype=torch.float32), 5, cpu)  # wider N: the CSR kernel
 
 
-def test_csr_mm_on_cpu_ignores_the_bitmap():
+@pytest.mark.parametrize("N", [1, 2, 4, 9])
+def test_entry_points_with_a_bitmap_on_cpu(N):
+    """sk.ops.csr_mm / sparse_linear give the same product whichever CPU kernel the dispatch picks."""
     W = random_sparse(20, 70, 0.5)
     A = sk.CSRMatrix.from_dense(W, bitmap=True)
-    B = torch.randn(70, 9)
+    B = torch.randn(70, N)
     assert_close(sk.ops.csr_mm(A, B), reference_mm(W, B), torch.float32, k=70)
     assert_close(sk.ops.sparse_linear(B.t(), A), (W.double() @ B.double()).t(), torch.float32, k=70)
 

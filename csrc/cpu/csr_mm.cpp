@@ -14,6 +14,7 @@
 
 #include "checks.h"
 #include "cpu/csr_common.h"
+#include "cpu/csr_mm.h"
 #include "cpu/isa.h"
 
 #define SK_KERNEL_HEADER "cpu/csr_mm_kernel.h"
@@ -33,6 +34,8 @@ template <typename col_t>
   }
   TORCH_INTERNAL_ASSERT(false, "sparsekern.", op, ": a column index was out of range but none was found");
 }
+
+}  // namespace
 
 // out (M, N), any strides: out = A @ B + bias[:, None], with B (K, N) and A given by its components. The CPU
 // kernel ignores the row order: its nnz-balanced contiguous row ranges already balance the threads, and walking
@@ -79,6 +82,9 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
   });
 }
 
+namespace {
+
+
 
 at::Tensor csr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, const at::Tensor& B,
                       const std::optional<at::Tensor>& row_order) {
@@ -105,40 +111,11 @@ at::Tensor csr_linear_cpu(const at::Tensor& x, const at::Tensor& crow, const at:
   return out;
 }
 
-// The bitmap variants compute the same product; on the CPU the column indices are the faster index (a gathered
-// row of B per stored entry, no bit expansion), so they run the kernels above.
-at::Tensor csr_bitmap_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
-                             const at::Tensor& bitmap, const at::Tensor& B) {
-  const char* op = "csr_bitmap_mm";
-  check_csr_components(op, crow, col, val);
-  check_dense(op, B, "B", val);
-  check_bitmap(op, bitmap, crow, B.size(0));
-  at::Tensor out = at::empty({crow.numel() - 1, B.size(1)}, B.options());
-  csr_mm_into(op, crow, col, val, B, std::nullopt, out);
-  return out;
-}
-
-at::Tensor csr_bitmap_linear_cpu(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
-                                 const at::Tensor& val, const at::Tensor& bitmap, const std::optional<at::Tensor>& bias) {
-  const char* op = "csr_bitmap_linear";
-  check_csr_components(op, crow, col, val);
-  check_dense(op, x, "x", val);
-  check_bitmap(op, bitmap, crow, x.size(1));
-  const int64_t M = crow.numel() - 1;
-  check_linear_bias(op, bias, val, M);
-  at::Tensor out = at::empty({x.size(0), M}, x.options());
-  at::Tensor out_t = out.t();
-  csr_mm_into(op, crow, col, val, x.t(), bias, out_t);
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
   m.impl("csr_mm", &csr_mm_cpu);
   m.impl("csr_linear", &csr_linear_cpu);
-  m.impl("csr_bitmap_mm", &csr_bitmap_mm_cpu);
-  m.impl("csr_bitmap_linear", &csr_bitmap_linear_cpu);
 }
 
 }  // namespace sparsekern::cpu
