@@ -20,7 +20,7 @@ def cases(preset: dict, device: torch.device):
                 "dense": [lambda w=w, x=x: F.linear(x, w) for w, x in zip(W, X)],
                 "torch.sparse": [lambda t=t, x=x: (t @ x.t()).t() for t, x in zip(T, X)],
                 "sparsekern": [lambda a=a, x=x: sparse_linear(x, a) for a, x in zip(A, X)],
-                **forced_kernels(device, A, X, linear=True),
+                **forced_kernels(A, X, linear=True),
             }
             if tri is not None:
                 methods["triton"] = [

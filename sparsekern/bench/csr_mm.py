@@ -1,8 +1,8 @@
 """csr_mm benchmark cases: dense matmul (MKL / cuBLAS), torch.sparse CSR (MKL sparse / cuSPARSE) and
-sk.ops.csr_mm on the same weights and the same dense operand; on CUDA also the Triton CSR kernel, and each of
-the two kernels sk.ops.csr_mm chooses between (sparsekern.dispatch) called directly: "sparsekern[csr]" (CUDA
-cores) and "sparsekern[bitmap]" (tensor cores), so every GPU kernel is measured in one run and the dispatch's
-crossovers can be read off the results. On CUDA the weights carry the bitmap.
+sk.ops.csr_mm on the same weights and the same dense operand, plus each of the two kernels sk.ops.csr_mm
+chooses between (sparsekern.dispatch) called directly: "sparsekern[csr]" (column indices; CUDA cores on a GPU)
+and "sparsekern[bitmap]" (the weights carry a bitmap; tensor cores on a GPU, expand-loads on a CPU), so the
+dispatch's crossovers can be read off the results. On CUDA also the Triton CSR kernel.
 
 Our weights use compact (int16) column indices wherever K <= 65536, the format the GPU kernels are built for;
 `bytes` counts what that format must move: values + 2-byte indices + row pointers + dense input + output.
@@ -31,7 +31,7 @@ def weights(preset: dict, device: torch.device):
             for sparsity in preset["sparsities"]:
                 W = [random_weight(M, K, sparsity, dtype, device, seed=i) for i in range(copies)]
                 col_dtype = COMPACT_COL_DTYPE if K <= COMPACT_MAX_K else None
-                A = [CSRMatrix.from_dense(w, col_dtype=col_dtype, bitmap=device.type == "cuda") for w in W]
+                A = [CSRMatrix.from_dense(w, col_dtype=col_dtype, bitmap=True) for w in W]
                 with warnings.catch_warnings():  # torch's "sparse CSR is in beta" notice
                     warnings.simplefilter("ignore", UserWarning)
                     T = [w.to_sparse_csr() for w in W]
@@ -53,11 +53,9 @@ def triton_kernels(device: torch.device):
     return triton_csr
 
 
-def forced_kernels(device: torch.device, A: list, X: list, linear: bool) -> dict:
-    """On CUDA, the CUDA-core and the tensor-core CSR kernels called directly on (A, B) pairs (or (A, x) for the
-    Linear orientation), bypassing the per-call choice."""
-    if device.type != "cuda":
-        return {}
+def forced_kernels(A: list, X: list, linear: bool) -> dict:
+    """The column-index and the bitmap CSR kernels called directly on (A, B) pairs (or (A, x) for the Linear
+    orientation), bypassing the per-call choice."""
     ops = torch.ops.sparsekern
     if linear:
         return {
@@ -118,7 +116,7 @@ def cases(preset: dict, device: torch.device):
                 "dense": [lambda w=w, b=b: w @ b for w, b in zip(W, B)],
                 "torch.sparse": [lambda t=t, b=b: t @ b for t, b in zip(T, B)],
                 "sparsekern": [lambda a=a, b=b: csr_mm(a, b) for a, b in zip(A, B)],
-                **forced_kernels(device, A, B, linear=False),
+                **forced_kernels(A, B, linear=False),
             }
             if tri is not None:
                 methods["triton"] = [
