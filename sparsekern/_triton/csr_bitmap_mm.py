@@ -26,6 +26,7 @@ unvalidated input) is dropped, never dereferenced. csr_bitmap_linear reads x (T,
 out's strides into the (T, M) output.
 """
 
+import functools
 import os
 
 import torch
@@ -121,14 +122,15 @@ def _csr_bitmap_mm_kernel(
         tl.store(ws_ptr + (split * M + rows[:, None]) * N + offs_n[None, :], acc, mask=out_mask)
 
 
-_KEY = ["M", "K", "n_bucket"]
-_PRUNE = {"early_config_prune": configs.csr_bitmap_mm_prune}
-_autotuned = triton.autotune(configs.csr_bitmap_mm_candidates(decode=False), key=_KEY, prune_configs_by=_PRUNE)(
-    _csr_bitmap_mm_kernel
-)
-_autotuned_decode = triton.autotune(configs.csr_bitmap_mm_candidates(decode=True), key=_KEY, prune_configs_by=_PRUNE)(
-    _csr_bitmap_mm_kernel
-)
+@functools.cache
+def _autotuner(decode: bool):
+    """The autotuned kernel of a regime (decode: N <= configs.CSR_BITMAP_MM_DECODE_N), built on first use: Triton
+    3.2 looks up the GPU driver when an autotuner is defined, which fails on a machine without a GPU."""
+    return triton.autotune(
+        configs.csr_bitmap_mm_candidates(decode),
+        key=["M", "K", "n_bucket"],
+        prune_configs_by={"early_config_prune": configs.csr_bitmap_mm_prune},
+    )(_csr_bitmap_mm_kernel)
 
 
 def _on_gpu(device: torch.device) -> bool:
@@ -144,7 +146,7 @@ def _launch(crow, val, bitmap, B, bias, out, config="auto"):
         return out
     if config == "auto":
         config = None if _on_gpu(B.device) and configs.AUTOTUNE else configs.csr_bitmap_mm_default(N)
-    tuner = _autotuned_decode if N <= configs.CSR_BITMAP_MM_DECODE_N else _autotuned
+    tuner = _autotuner(N <= configs.CSR_BITMAP_MM_DECODE_N) if config is None else None
     max_split = config["SPLIT_K"] if config is not None else max(c.kwargs["SPLIT_K"] for c in tuner.configs)
     ws = torch.empty((max_split, M, N), dtype=torch.float32, device=B.device) if max_split > 1 else out
     args = (
