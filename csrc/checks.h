@@ -50,6 +50,16 @@ inline void check_col_dtype(const char* op, const at::Tensor& crow, const at::Te
 
 // The optional row order (a permutation of the M rows, longest first) that the GPU kernels walk rows in: it
 // has crow's dtype and M entries. Its contents are checked by the CSRMatrix constructor / validate=True.
+// The bitmap of a CSR pattern (csr_bitmap_mm / csr_bitmap_linear): (M, ceil(K / 32)) int32 words on crow's device.
+// Its contents are checked against col by the CSRMatrix constructor / validate=True.
+inline void check_bitmap(const char* op, const at::Tensor& bitmap, const at::Tensor& crow, int64_t K) {
+  SK_CHECK_TYPE(bitmap.scalar_type() == at::kInt, op, "bitmap must be int32, got ", bitmap.scalar_type());
+  const int64_t M = crow.numel() - 1, words = (K + 31) / 32;
+  SK_CHECK_VALUE(bitmap.dim() == 2 && bitmap.size(0) == M && bitmap.size(1) == words, op,
+                 "bitmap must have shape (M, ceil(K / 32)) = (", M, ", ", words, "), got ", bitmap.sizes());
+  check_same_device(op, crow, "crow_indices", bitmap, "bitmap");
+}
+
 inline void check_row_order(const char* op, const std::optional<at::Tensor>& order, const at::Tensor& crow) {
   if (!order.has_value()) return;
   check_dim(op, *order, "row_order", 1);

@@ -3,6 +3,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/isa.h"
+
 extern "C" {
 // Importing sparsekern._C runs the static registrations below; the module itself exports nothing.
 PyObject* PyInit__C(void) {
@@ -17,6 +19,11 @@ TORCH_LIBRARY(sparsekern, m) {
   m.def("csr_mm(Tensor crow, Tensor col, Tensor val, Tensor B, Tensor? row_order=None) -> Tensor");
   // x (T, K) @ A.T + bias -> (T, M), A in CSR (M, K): the nn.Linear orientation, no transposed copy of A.
   m.def("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias, Tensor? row_order=None) -> Tensor");
+  // csr_mm / csr_linear for a CSR matrix that also carries the bitmap of its stored columns (bitmap (M, ceil(K/32))
+  // int32, bit b of word w <-> column 32w + b; columns sorted within rows). The GPU kernel reads the bitmap instead
+  // of col and runs on tensor cores; the CPU kernel reads col (the bitmap's shape and dtype are still checked).
+  m.def("csr_bitmap_mm(Tensor crow, Tensor col, Tensor val, Tensor bitmap, Tensor B) -> Tensor");
+  m.def("csr_bitmap_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor bitmap, Tensor? bias) -> Tensor");
   // Gradient of CSR values: out[j] = dot(G[row(j), :], B[col[j], :]) for every stored entry j (SDDMM).
   m.def("csr_sddmm(Tensor crow, Tensor col, Tensor G, Tensor B) -> Tensor");
   // BSR (M, K) @ B (K, N) -> (M, N); val (nblocks, bm, bk), crow ceil(M/bm) + 1 entries, K = B.size(0).
@@ -28,4 +35,6 @@ TORCH_LIBRARY(sparsekern, m) {
   m.def("semi24_mm(Tensor values, Tensor metadata, Tensor B) -> Tensor");
   // x (T, K) @ A.T + bias -> (T, M), A 2:4 as above: the nn.Linear orientation, neither A nor x transposed.
   m.def("semi24_linear(Tensor x, Tensor values, Tensor metadata, Tensor? bias) -> Tensor");
+  // The instruction set the CPU kernels run (0 baseline, 1 AVX2, 2 AVX-512), for sk.backends().
+  m.def("cpu_isa() -> int", [] { return static_cast<int64_t>(sparsekern::cpu::detect_isa()); });
 }

@@ -28,6 +28,8 @@ def backends() -> dict:
         "threads": torch.get_num_threads(),
         "extension": "loaded" if _C is not None else f"missing ({LOAD_ERROR})",
         "cpu_kernels": [op for op in GPU_BACKEND if has_kernel(op, "CPU")],
+        # The CPU kernels' instruction set (SPARSEKERN_CPU_ISA=avx2|base caps it).
+        "cpu_isa": ("base", "avx2", "avx512")[torch.ops.sparsekern.cpu_isa()] if _C is not None else None,
         # "cuda": compiled kernel; "triton": fallback (needs triton on the GPU machine).
         "gpu_backend": dict(GPU_BACKEND),
         "gpu": gpu,

@@ -11,7 +11,8 @@ def test_bench_quick_preset_writes_results(tmp_path, capsys):
     data = json.loads(path.read_text())
     assert data["meta"]["preset"] == "quick" and data["meta"]["copy_bandwidth_gbs"] > 0
     methods = {r["method"] for r in data["rows"]}
-    assert methods == {"dense", "torch.sparse", "sparsekern"}
+    # The CSR cases also time both CSR kernels directly, bypassing the per-call choice.
+    assert methods == {"dense", "torch.sparse", "sparsekern", "sparsekern[csr]", "sparsekern[bitmap]"}
     for row in data["rows"]:
         assert row["agrees_with_dense"] and row["median_ms"] > 0 and row["tflops"] > 0
     assert "sparsekern" in capsys.readouterr().out
@@ -26,6 +27,6 @@ def test_bench_variants_and_linear_cases(tmp_path):
     data = json.loads(path.read_text())
     assert data["meta"]["variants"] == ["nz:8", "rows:16"]
     assert {r["op"] for r in data["rows"]} == {"csr_mm", "csr_linear"}
-    assert {r["method"] for r in data["rows"]} == {"dense", "torch.sparse", "sparsekern", "sparsekern[nz:8]",
-                                                   "sparsekern[rows:16]"}
+    assert {r["method"] for r in data["rows"]} == {"dense", "torch.sparse", "sparsekern", "sparsekern[csr]",
+                                                   "sparsekern[bitmap]", "sparsekern[nz:8]", "sparsekern[rows:16]"}
     assert all(r["agrees_with_dense"] for r in data["rows"])

@@ -14,6 +14,7 @@
 
 #include "checks.h"
 #include "cpu/csr_common.h"
+#include "cpu/csr_mm.h"
 #include "cpu/isa.h"
 
 #define SK_KERNEL_HEADER "cpu/csr_mm_kernel.h"
@@ -33,6 +34,8 @@ template <typename col_t>
   }
   TORCH_INTERNAL_ASSERT(false, "sparsekern.", op, ": a column index was out of range but none was found");
 }
+
+}  // namespace
 
 // out (M, N), any strides: out = A @ B + bias[:, None], with B (K, N) and A given by its components. The CPU
 // kernel ignores the row order: its nnz-balanced contiguous row ranges already balance the threads, and walking
@@ -78,6 +81,9 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
     });
   });
 }
+
+namespace {
+
 
 
 at::Tensor csr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, const at::Tensor& B,

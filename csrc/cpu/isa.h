@@ -8,19 +8,29 @@
 // which defines namespaces sparsekern::cpu::{avx512,avx2,base} holding the header's templates.
 #pragma once
 
+#include <cstdlib>
+#include <cstring>
+
 namespace sparsekern::cpu {
 
 enum class Isa { base, avx2, avx512 };
 
+// SPARSEKERN_CPU_ISA=avx2 or =base (read once per process) caps the choice below what the CPU supports, so the
+// other variants can be tested and timed on a machine that would always take AVX-512.
 inline Isa detect_isa() {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
   static const Isa isa = [] {
     __builtin_cpu_init();
+    Isa best = Isa::base;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-      return Isa::avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
-    return Isa::base;
+      best = Isa::avx512;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      best = Isa::avx2;
+    const char* cap = std::getenv("SPARSEKERN_CPU_ISA");
+    if (cap != nullptr && std::strcmp(cap, "base") == 0) return Isa::base;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && best == Isa::avx512) return Isa::avx2;
+    return best;
   }();
   return isa;
 #else

@@ -1,5 +1,7 @@
 // Compiles SK_KERNEL_HEADER once per instruction set (see isa.h). Include after every other header, so that
-// only the kernel code (and nothing from torch) is compiled under the target pragmas.
+// only the kernel code (and nothing from torch) is compiled under the target pragmas. A header may use AVX-512
+// intrinsics (<immintrin.h> included before) under `#if SK_ISA_AVX512`, which is 1 only in the avx512 variant
+// compiled with the target pragma; elsewhere it is undefined (0 in #if).
 #ifndef SK_KERNEL_HEADER
 #error "define SK_KERNEL_HEADER before including isa_variants.h"
 #endif
@@ -8,7 +10,9 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
 #define SK_ISA_NS avx512
+#define SK_ISA_AVX512 1
 #include SK_KERNEL_HEADER
+#undef SK_ISA_AVX512
 #undef SK_ISA_NS
 #pragma GCC pop_options
 

@@ -121,3 +121,48 @@ def load_bsr_mm_tuned(path: str | os.PathLike) -> None:
 
 if os.environ.get("SPARSEKERN_BSR_MM_TUNED"):
     load_bsr_mm_tuned(os.environ["SPARSEKERN_BSR_MM_TUNED"])
+
+
+# ---------------------------------------------------------------------------------------------- csr_bitmap_mm
+
+# Decode regime (N <= 16): one 16-column tile, and ceil(M / BLOCK_M) row tiles split along K (SPLIT_K word
+# ranges, fp32 partials) so that an LLM layer (M ~ 4096) still gives every SM several programs.
+CSR_BITMAP_MM_DECODE_N = 16
+
+
+def csr_bitmap_mm_candidates(decode: bool) -> list[triton.Config]:
+    if decode:
+        return [
+            triton.Config({"BLOCK_M": m, "BLOCK_N": 16, "SPLIT_K": s}, num_warps=w, num_stages=st)
+            for m in (16, 32, 64)
+            for s in (1, 2, 4, 8)
+            for w in (2, 4)
+            for st in (2, 3)
+        ]
+    # Wide BLOCK_N: the bit expansion of a tile is paid once per BLOCK_N columns, so wider tiles amortise it.
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "SPLIT_K": 1}, num_warps=w, num_stages=st)
+        for m in (32, 64, 128)
+        for n in (32, 64, 128, 256)
+        for w in (4, 8)
+        for st in (2, 3, 4)
+    ]
+
+
+def csr_bitmap_mm_prune(configs, named_args, **kwargs):
+    """Drops tiles far wider than N, and register-heavy tiles (accumulator plus the expanded bit tile) with too
+    few warps."""
+    N = {**named_args, **kwargs}["N"]
+    width = max(32, triton.next_power_of_2(N))
+    kept = [
+        c for c in configs
+        if c.kwargs["BLOCK_N"] <= width and not (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] >= 128 * 128 and c.num_warps < 8)
+    ]
+    return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_M"]))]
+
+
+def csr_bitmap_mm_default(N: int) -> dict:
+    """The config used without autotuning (the interpreter, or configs.AUTOTUNE off)."""
+    if N <= CSR_BITMAP_MM_DECODE_N:
+        return {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_K": 4, "num_warps": 4, "num_stages": 2}
+    return {"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import sparse_linear
-from .csr_mm import sparse_case, triton_kernels, weights
+from .csr_mm import forced_kernels, sparse_case, triton_kernels, weights
 
 
 def cases(preset: dict, device: torch.device):
@@ -20,6 +20,7 @@ def cases(preset: dict, device: torch.device):
                 "dense": [lambda w=w, x=x: F.linear(x, w) for w, x in zip(W, X)],
                 "torch.sparse": [lambda t=t, x=x: (t @ x.t()).t() for t, x in zip(T, X)],
                 "sparsekern": [lambda a=a, x=x: sparse_linear(x, a) for a, x in zip(A, X)],
+                **forced_kernels(A, X, linear=True),
             }
             if tri is not None:
                 methods["triton"] = [

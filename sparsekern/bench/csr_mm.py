@@ -1,6 +1,8 @@
 """csr_mm benchmark cases: dense matmul (MKL / cuBLAS), torch.sparse CSR (MKL sparse / cuSPARSE) and
-sk.ops.csr_mm on the same weights and the same dense operand; on CUDA also the Triton kernel called directly,
-so both GPU backends are measured in one run.
+sk.ops.csr_mm on the same weights and the same dense operand, plus each of the two kernels sk.ops.csr_mm
+chooses between (sparsekern.dispatch) called directly: "sparsekern[csr]" (column indices; CUDA cores on a GPU)
+and "sparsekern[bitmap]" (the weights carry a bitmap; tensor cores on a GPU, expand-loads on a CPU), so the
+dispatch's crossovers can be read off the results. On CUDA also the Triton CSR kernel.
 
 Our weights use compact (int16) column indices wherever K <= 65536, the format the GPU kernels are built for;
 `bytes` counts what that format must move: values + 2-byte indices + row pointers + dense input + output.
@@ -29,7 +31,7 @@ def weights(preset: dict, device: torch.device):
             for sparsity in preset["sparsities"]:
                 W = [random_weight(M, K, sparsity, dtype, device, seed=i) for i in range(copies)]
                 col_dtype = COMPACT_COL_DTYPE if K <= COMPACT_MAX_K else None
-                A = [CSRMatrix.from_dense(w, col_dtype=col_dtype) for w in W]
+                A = [CSRMatrix.from_dense(w, col_dtype=col_dtype, bitmap=True) for w in W]
                 with warnings.catch_warnings():  # torch's "sparse CSR is in beta" notice
                     warnings.simplefilter("ignore", UserWarning)
                     T = [w.to_sparse_csr() for w in W]
@@ -49,6 +51,25 @@ def triton_kernels(device: torch.device):
     from .._triton import csr_mm as triton_csr
 
     return triton_csr
+
+
+def forced_kernels(A: list, X: list, linear: bool) -> dict:
+    """The column-index and the bitmap CSR kernels called directly on (A, B) pairs (or (A, x) for the Linear
+    orientation), bypassing the per-call choice."""
+    ops = torch.ops.sparsekern
+    if linear:
+        return {
+            "sparsekern[csr]": [lambda a=a, x=x: ops.csr_linear(x, a.crow_indices, a.col_indices, a.values, None,
+                                                                a.row_order) for a, x in zip(A, X)],
+            "sparsekern[bitmap]": [lambda a=a, x=x: ops.csr_bitmap_linear(x, a.crow_indices, a.col_indices, a.values,
+                                                                          a.bitmap, None) for a, x in zip(A, X)],
+        }
+    return {
+        "sparsekern[csr]": [lambda a=a, b=b: ops.csr_mm(a.crow_indices, a.col_indices, a.values, b, a.row_order)
+                            for a, b in zip(A, X)],
+        "sparsekern[bitmap]": [lambda a=a, b=b: ops.csr_bitmap_mm(a.crow_indices, a.col_indices, a.values, a.bitmap, b)
+                               for a, b in zip(A, X)],
+    }
 
 
 def _configured(config: str, call):
@@ -95,6 +116,7 @@ def cases(preset: dict, device: torch.device):
                 "dense": [lambda w=w, b=b: w @ b for w, b in zip(W, B)],
                 "torch.sparse": [lambda t=t, b=b: t @ b for t, b in zip(T, B)],
                 "sparsekern": [lambda a=a, b=b: csr_mm(a, b) for a, b in zip(A, B)],
+                **forced_kernels(A, B, linear=False),
             }
             if tri is not None:
                 methods["triton"] = [

@@ -33,6 +33,67 @@ def row_order_of(crow: torch.Tensor) -> torch.Tensor:
     return torch.argsort(crow.diff(), descending=True, stable=True).to(crow.dtype)
 
 
+# Bitmap of the stored columns (the tensor-core kernel's index): one 32-bit word per (row, 32 columns), bit b of
+# word w set where column 32 w + b is stored. int32 words: bit 31 is the sign bit, read as unsigned by kernels.
+BITMAP_WORD_BITS = 32
+
+
+def bitmap_words(K: int) -> int:
+    return -(-K // BITMAP_WORD_BITS)
+
+
+def _rows_of(crow: torch.Tensor, nnz: int) -> torch.Tensor:
+    """The row of every stored entry (int64)."""
+    M = crow.numel() - 1
+    return torch.repeat_interleave(torch.arange(M, device=crow.device), crow.diff(), output_size=nnz)
+
+
+def check_sorted_columns(where: str, crow: torch.Tensor, col: torch.Tensor) -> None:
+    """Columns strictly increase within each row (sorted, no duplicates): what a bitmap can represent. Reads the
+    indices (a device sync on GPU)."""
+    nnz = col.numel()
+    if nnz < 2:
+        return
+    rows, cols = _rows_of(crow, nnz), col_as_long(col)
+    bad = (rows[1:] == rows[:-1]) & (cols[1:] <= cols[:-1])
+    if bool(bad.any()):
+        j = int(torch.nonzero(bad)[0]) + 1
+        fail(where, ValueError,
+             f"a bitmap needs sorted, duplicate-free columns in every row, but col_indices[{j}] = {int(cols[j])} "
+             f"follows {int(cols[j - 1])} in row {int(rows[j])}")
+
+
+def bitmap_of(crow: torch.Tensor, col: torch.Tensor, K: int) -> torch.Tensor:
+    """The (M, ceil(K / 32)) int32 bitmap of a CSR pattern whose rows have sorted, distinct columns (torch ops,
+    any device). Distinct bits of a word add up to their OR, so one index_add builds every word."""
+    M, nnz = crow.numel() - 1, col.numel()
+    W = bitmap_words(K)
+    cols = col_as_long(col)
+    words = torch.zeros(M * W, dtype=torch.int64, device=col.device)
+    words.index_add_(0, _rows_of(crow, nnz) * W + cols // BITMAP_WORD_BITS,
+                     torch.ones_like(cols) << (cols % BITMAP_WORD_BITS))
+    words = torch.where(words >= 1 << 31, words - (1 << 32), words)  # the uint32 pattern as int32
+    return words.to(torch.int32).view(M, W)
+
+
+def check_bitmap(where: str, bitmap: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, K: int,
+                 contents: bool = True) -> None:
+    """The bitmap is (M, ceil(K / 32)) int32 on crow's device; with `contents`, it equals the pattern's bitmap
+    (reads the indices: a device sync on GPU)."""
+    M = crow.numel() - 1
+    if bitmap.dtype != torch.int32:
+        fail(where, TypeError, f"bitmap must be int32, got {bitmap.dtype}")
+    if bitmap.shape != (M, bitmap_words(K)):
+        fail(where, ValueError,
+             f"bitmap must have shape (M, ceil(K / 32)) = ({M}, {bitmap_words(K)}), got {tuple(bitmap.shape)}")
+    if bitmap.device != crow.device:
+        fail(where, ValueError, f"bitmap must be on {crow.device}, got {bitmap.device}")
+    if contents:
+        check_sorted_columns(where, crow, col)
+        if not torch.equal(bitmap, bitmap_of(crow, col, K)):
+            fail(where, ValueError, "bitmap does not match the stored columns")
+
+
 def check_crow_contents(where: str, crow: torch.Tensor, total: int, total_desc: str) -> None:
     """Row pointers (of rows or block rows) start at 0, never decrease and end at `total` stored entries. Reads
     crow (a device sync on GPU)."""
@@ -101,9 +162,7 @@ def csr_transpose(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, K: i
     original rows, so its indices have crow's dtype."""
     M = crow.numel() - 1
     nnz = col.numel()
-    rows = torch.repeat_interleave(
-        torch.arange(M, device=crow.device, dtype=crow.dtype), crow.diff(), output_size=nnz
-    )
+    rows = _rows_of(crow, nnz).to(crow.dtype)
     cols = col_as_long(col)
     perm = torch.argsort(cols * max(M, 1) + rows.long(), stable=True)
     t_crow = torch.searchsorted(cols[perm], torch.arange(K + 1, device=col.device))
@@ -118,11 +177,17 @@ class CSRMatrix(SparseMatrix):
     `row_order` (M, crow's dtype) lists the rows longest first; GPU kernels walk rows in that order for load
     balance. It is computed from crow_indices unless given.
 
+    `bitmap` (optional, (M, ceil(K / 32)) int32, see bitmap_of) marks the stored columns, 32 per word: with it,
+    csr_mm and sparse_linear may run on tensor cores (sparsekern.dispatch decides per call; fp16/bf16 on CUDA).
+    It costs 1/8 byte per element of the (M, K) matrix and needs sorted, duplicate-free columns per row, which
+    from_dense always produces. Build it with `bitmap=True` in from_dense / from_torch, or `with_bitmap()`.
+
     The constructor validates the components (including their contents: this reads them, a sync on GPU); pass
     `validate=False` only for components that are known good.
     """
 
-    def __init__(self, crow_indices, col_indices, values, shape, *, row_order=None, validate: bool = True):
+    def __init__(self, crow_indices, col_indices, values, shape, *, row_order=None, bitmap=None,
+                 validate: bool = True):
         self.crow_indices = crow_indices
         self.col_indices = col_indices
         self.values = values
@@ -132,7 +197,10 @@ class CSRMatrix(SparseMatrix):
             if col_indices.dtype == COMPACT_COL_DTYPE and self.shape[1] > COMPACT_MAX_K:
                 fail("CSRMatrix", ValueError,
                      f"int16 (compact) col_indices need K <= {COMPACT_MAX_K}, got K = {self.shape[1]}")
+            if bitmap is not None:
+                check_bitmap("CSRMatrix", bitmap, crow_indices, col_indices, self.shape[1])
         self.row_order = row_order_of(crow_indices) if row_order is None else row_order
+        self.bitmap = bitmap
 
     # Construction and conversion
 
@@ -154,9 +222,11 @@ class CSRMatrix(SparseMatrix):
         mask: torch.Tensor | None = None,
         index_dtype: torch.dtype | None = None,
         col_dtype: torch.dtype | None = None,
+        bitmap: bool = False,
     ):
         """Keeps the entries of W (M, K) that are nonzero or, with `mask`, where mask is True (explicit zeros
-        included). `col_dtype=torch.int16` stores compact column indices (K <= 65536)."""
+        included). `col_dtype=torch.int16` stores compact column indices (K <= 65536); `bitmap=True` adds the
+        tensor-core kernel's bitmap."""
         where = "CSRMatrix.from_dense"
         if W.dim() != 2:
             fail(where, ValueError, f"W must be 2-D, got shape {tuple(W.shape)}")
@@ -174,18 +244,31 @@ class CSRMatrix(SparseMatrix):
         crow = torch.zeros(M + 1, dtype=idx, device=W.device)
         crow[1:] = keep.sum(1).cumsum(0)
         col = cols_to(keep.nonzero()[:, 1], cdt)
-        return cls(crow, col, W[keep].contiguous(), (M, K), validate=False)
+        A = cls(crow, col, W[keep].contiguous(), (M, K), validate=False)
+        return A.with_bitmap() if bitmap else A
 
     @classmethod
-    def from_torch(cls, t: torch.Tensor, index_dtype: torch.dtype | None = None, col_dtype: torch.dtype | None = None):
-        """From a torch.sparse_csr tensor (components are copied, so they own their storage)."""
+    def from_torch(cls, t: torch.Tensor, index_dtype: torch.dtype | None = None, col_dtype: torch.dtype | None = None,
+                   bitmap: bool = False):
+        """From a torch.sparse_csr tensor (components are copied, so they own their storage). `bitmap=True`
+        needs the tensor's columns sorted within rows (torch.sparse_csr does not guarantee it)."""
         if t.layout != torch.sparse_csr:
             fail("CSRMatrix.from_torch", TypeError, f"expected a torch.sparse_csr tensor, got layout {t.layout}")
         crow, col = t.crow_indices(), t.col_indices()
         idx = index_dtype or index_dtype_for(col.numel(), t.shape[0], t.shape[1])
         cdt = cls._col_dtype("CSRMatrix.from_torch", col_dtype, idx, t.shape[1])
         col = col.to(cdt, copy=True) if cdt != COMPACT_COL_DTYPE else cols_to(col, cdt)
-        return cls(crow.to(idx, copy=True), col, t.values().clone(), tuple(t.shape))
+        A = cls(crow.to(idx, copy=True), col, t.values().clone(), tuple(t.shape))
+        return A.with_bitmap() if bitmap else A
+
+    def with_bitmap(self) -> CSRMatrix:
+        """This matrix (components shared, not copied) with the bitmap of its pattern; ValueError if a row's
+        columns are not sorted and distinct."""
+        if self.bitmap is not None:
+            return self
+        check_sorted_columns("CSRMatrix.with_bitmap", self.crow_indices, self.col_indices)
+        return CSRMatrix(self.crow_indices, self.col_indices, self.values, self.shape, row_order=self.row_order,
+                         bitmap=bitmap_of(self.crow_indices, self.col_indices, self.shape[1]), validate=False)
 
     def to_torch(self) -> torch.Tensor:
         """A torch.sparse_csr tensor (compact columns are widened to crow's dtype: torch needs them equal)."""
@@ -196,10 +279,8 @@ class CSRMatrix(SparseMatrix):
 
     def to_dense(self) -> torch.Tensor:
         M, K = self.shape
-        rows = torch.repeat_interleave(
-            torch.arange(M, device=self.device), self.crow_indices.diff(), output_size=self.nnz
-        )
         out = torch.zeros(M, K, dtype=self.dtype, device=self.device)
+        rows = _rows_of(self.crow_indices, self.nnz)
         out.index_put_((rows, col_as_long(self.col_indices)), self.values, accumulate=True)
         return out
 
@@ -211,13 +292,15 @@ class CSRMatrix(SparseMatrix):
             self.values.to(device=device, dtype=dtype),
             self.shape,
             row_order=self.row_order.to(device),
+            bitmap=None if self.bitmap is None else self.bitmap.to(device),
             validate=False,
         )
 
     def t(self) -> CSRMatrix:
-        """The (K, M) transpose, as a new CSRMatrix."""
+        """The (K, M) transpose, as a new CSRMatrix (with a bitmap when this one has one)."""
         crow, col, val = csr_transpose(self.crow_indices, self.col_indices, self.values, self.shape[1])
-        return CSRMatrix(crow, col, val, (self.shape[1], self.shape[0]), validate=False)
+        At = CSRMatrix(crow, col, val, (self.shape[1], self.shape[0]), validate=False)
+        return At if self.bitmap is None else At.with_bitmap()
 
     # Properties
 
@@ -229,5 +312,6 @@ class CSRMatrix(SparseMatrix):
     def __repr__(self) -> str:
         return (
             f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, density={self.density:.3f}, dtype={self.dtype}, "
-            f"index_dtype={self.crow_indices.dtype}, col_dtype={self.col_indices.dtype}, device={self.device})"
+            f"index_dtype={self.crow_indices.dtype}, col_dtype={self.col_indices.dtype}, "
+            f"bitmap={self.bitmap is not None}, device={self.device})"
         )

@@ -1,4 +1,6 @@
-"""csr_mm / csr_linear / csr_sddmm: fake kernels, autograd, GPU fallback, and the typed entry points.
+"""csr_mm / csr_linear / csr_sddmm and their bitmap (tensor-core) variants csr_bitmap_mm / csr_bitmap_linear:
+fake kernels, autograd, GPU fallback, and the typed entry points, which pick the bitmap variant per call when A
+carries a bitmap and sparsekern.dispatch expects it to be faster.
 
 Differentiable: the dense operand (B, or x in the Linear orientation), the bias, and the stored values (through
 csr_sddmm, restricted to the sparsity pattern, so pruned weights stay pruned). Indices are not differentiable.
@@ -10,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from .._C_loader import _C
-from ..formats.csr import COMPACT_COL_DTYPE, CSRMatrix, check_csr, csr_transpose, row_order_of
+from ..dispatch import use_bitmap_kernel
+from ..formats.csr import COMPACT_COL_DTYPE, CSRMatrix, check_bitmap, check_csr, csr_transpose, row_order_of
 from ._registry import LINEAR, check_mm_args, register_gpu_fallback
 
 
@@ -35,6 +38,19 @@ def _check_dense(op: str, t, name: str, val) -> None:
     torch._check(t.dtype == val.dtype, lambda: f"sparsekern.{op}: {name} and values must have the same dtype")
 
 
+def _check_bitmap_shape(op: str, bitmap, crow, K) -> None:
+    torch._check(bitmap.dtype == torch.int32, lambda: f"sparsekern.{op}: bitmap must be int32")
+    torch._check(
+        bitmap.dim() == 2 and bitmap.shape[0] == crow.shape[0] - 1 and bitmap.shape[1] == (K + 31) // 32,
+        lambda: f"sparsekern.{op}: bitmap must have shape (M, ceil(K / 32))",
+    )
+
+
+def _check_linear_bias(op: str, bias, crow) -> None:
+    if bias is not None:
+        torch._check(bias.dim() == 1 and bias.shape[0] == crow.shape[0] - 1, lambda: f"sparsekern.{op}: bias must be (M,)")
+
+
 if _C is not None:
 
     @torch.library.register_fake("sparsekern::csr_mm")
@@ -47,8 +63,22 @@ if _C is not None:
     def _csr_linear_fake(x, crow, col, val, bias, row_order=None):
         _check_components("csr_linear", crow, col, val, row_order)
         _check_dense("csr_linear", x, "x", val)
-        if bias is not None:
-            torch._check(bias.dim() == 1 and bias.shape[0] == crow.shape[0] - 1, lambda: "sparsekern.csr_linear: bias must be (M,)")
+        _check_linear_bias("csr_linear", bias, crow)
+        return x.new_empty((x.shape[0], crow.shape[0] - 1))
+
+    @torch.library.register_fake("sparsekern::csr_bitmap_mm")
+    def _csr_bitmap_mm_fake(crow, col, val, bitmap, B):
+        _check_components("csr_bitmap_mm", crow, col, val)
+        _check_dense("csr_bitmap_mm", B, "B", val)
+        _check_bitmap_shape("csr_bitmap_mm", bitmap, crow, B.shape[0])
+        return B.new_empty((crow.shape[0] - 1, B.shape[1]))
+
+    @torch.library.register_fake("sparsekern::csr_bitmap_linear")
+    def _csr_bitmap_linear_fake(x, crow, col, val, bitmap, bias):
+        _check_components("csr_bitmap_linear", crow, col, val)
+        _check_dense("csr_bitmap_linear", x, "x", val)
+        _check_bitmap_shape("csr_bitmap_linear", bitmap, crow, x.shape[1])
+        _check_linear_bias("csr_bitmap_linear", bias, crow)
         return x.new_empty((x.shape[0], crow.shape[0] - 1))
 
     @torch.library.register_fake("sparsekern::csr_sddmm")
@@ -58,39 +88,69 @@ if _C is not None:
         torch._check(G.shape[1] == B.shape[1], lambda: "sparsekern.csr_sddmm: G and B differ in columns")
         return G.new_empty((col.shape[0],))
 
+    # Autograd: csr_mm and csr_bitmap_mm (and the two linears) are the same function of (val, dense operand),
+    # so they share one backward. The gradients run on the CSR components: Aᵀ has no bitmap.
+
+    def _mm_grads(ctx, crow, col, val, B, grad, val_index, B_index):
+        grad_val = grad_B = None
+        if ctx.needs_input_grad[val_index]:
+            grad_val = torch.ops.sparsekern.csr_sddmm(crow, col, grad, B)
+        if ctx.needs_input_grad[B_index]:
+            t_crow, t_col, t_val = csr_transpose(crow, col, val, B.shape[0])
+            grad_B = torch.ops.sparsekern.csr_mm(t_crow, t_col, t_val, grad, row_order_of(t_crow))
+        return grad_val, grad_B
+
+    def _linear_grads(ctx, x, crow, col, val, grad, val_index, bias_index):
+        grad_x = grad_val = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # dx = grad @ A = grad @ (Aᵀ)ᵀ: csr_linear with the transpose's components.
+            t_crow, t_col, t_val = csr_transpose(crow, col, val, x.shape[1])
+            grad_x = torch.ops.sparsekern.csr_linear(grad, t_crow, t_col, t_val, None, row_order_of(t_crow))
+        if ctx.needs_input_grad[val_index]:
+            grad_val = torch.ops.sparsekern.csr_sddmm(crow, col, grad.t(), x.t())
+        if ctx.needs_input_grad[bias_index]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_val, grad_bias
+
     def _csr_mm_setup(ctx, inputs, output):
         crow, col, val, B, _ = inputs
         ctx.save_for_backward(crow, col, val, B)
 
     def _csr_mm_backward(ctx, grad):
-        crow, col, val, B = ctx.saved_tensors
-        grad_val = grad_B = None
-        if ctx.needs_input_grad[2]:
-            grad_val = torch.ops.sparsekern.csr_sddmm(crow, col, grad, B)
-        if ctx.needs_input_grad[3]:
-            t_crow, t_col, t_val = csr_transpose(crow, col, val, B.shape[0])
-            grad_B = torch.ops.sparsekern.csr_mm(t_crow, t_col, t_val, grad, row_order_of(t_crow))
+        grad_val, grad_B = _mm_grads(ctx, *ctx.saved_tensors, grad, 2, 3)
         return None, None, grad_val, grad_B, None
+
+    def _csr_bitmap_mm_setup(ctx, inputs, output):
+        crow, col, val, _, B = inputs
+        ctx.save_for_backward(crow, col, val, B)
+
+    def _csr_bitmap_mm_backward(ctx, grad):
+        grad_val, grad_B = _mm_grads(ctx, *ctx.saved_tensors, grad, 2, 4)
+        return None, None, grad_val, None, grad_B
 
     def _csr_linear_setup(ctx, inputs, output):
         x, crow, col, val, bias, _ = inputs
         ctx.save_for_backward(x, crow, col, val)
 
     def _csr_linear_backward(ctx, grad):
-        x, crow, col, val = ctx.saved_tensors
-        grad_x = grad_val = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            # dx = grad @ A = grad @ (Aᵀ)ᵀ: csr_linear with the transpose's components.
-            t_crow, t_col, t_val = csr_transpose(crow, col, val, x.shape[1])
-            grad_x = torch.ops.sparsekern.csr_linear(grad, t_crow, t_col, t_val, None, row_order_of(t_crow))
-        if ctx.needs_input_grad[3]:
-            grad_val = torch.ops.sparsekern.csr_sddmm(crow, col, grad.t(), x.t())
-        if ctx.needs_input_grad[4]:
-            grad_bias = grad.sum(0)
+        grad_x, grad_val, grad_bias = _linear_grads(ctx, *ctx.saved_tensors, grad, 3, 4)
         return grad_x, None, None, grad_val, grad_bias, None
 
-    torch.library.register_autograd("sparsekern::csr_mm", _csr_mm_backward, setup_context=_csr_mm_setup)
-    torch.library.register_autograd("sparsekern::csr_linear", _csr_linear_backward, setup_context=_csr_linear_setup)
+    def _csr_bitmap_linear_setup(ctx, inputs, output):
+        x, crow, col, val, _, bias = inputs
+        ctx.save_for_backward(x, crow, col, val)
+
+    def _csr_bitmap_linear_backward(ctx, grad):
+        grad_x, grad_val, grad_bias = _linear_grads(ctx, *ctx.saved_tensors, grad, 3, 5)
+        return grad_x, None, None, grad_val, None, grad_bias
+
+    for _op, _bw, _setup in (
+        ("csr_mm", _csr_mm_backward, _csr_mm_setup),
+        ("csr_linear", _csr_linear_backward, _csr_linear_setup),
+        ("csr_bitmap_mm", _csr_bitmap_mm_backward, _csr_bitmap_mm_setup),
+        ("csr_bitmap_linear", _csr_bitmap_linear_backward, _csr_bitmap_linear_setup),
+    ):
+        torch.library.register_autograd(f"sparsekern::{_op}", _bw, setup_context=_setup)
 
     def _triton_csr_mm():
         from .._triton.csr_mm import csr_mm
@@ -107,29 +167,53 @@ if _C is not None:
 
         return csr_sddmm
 
+    def _triton_csr_bitmap_mm():
+        from .._triton.csr_bitmap_mm import csr_bitmap_mm
+
+        return csr_bitmap_mm
+
+    def _triton_csr_bitmap_linear():
+        from .._triton.csr_bitmap_mm import csr_bitmap_linear
+
+        return csr_bitmap_linear
+
     register_gpu_fallback("csr_mm", _triton_csr_mm)
     register_gpu_fallback("csr_linear", _triton_csr_linear)
     register_gpu_fallback("csr_sddmm", _triton_csr_sddmm)
+    # Triton only: the tensor-core kernel has no CUDA C++ counterpart.
+    register_gpu_fallback("csr_bitmap_mm", _triton_csr_bitmap_mm)
+    register_gpu_fallback("csr_bitmap_linear", _triton_csr_bitmap_linear)
 
 
 def csr_mm(A: CSRMatrix, B: torch.Tensor, *, validate: bool = False) -> torch.Tensor:
     """A (M, K) CSR @ B (K, N) dense -> (M, N) dense in B's dtype, accumulated in fp32.
 
     `validate=True` also checks the index contents (a device sync on GPU); the CPU kernel always checks them.
-    GPU kernels walk the rows in A.row_order (longest first) and read compact (int16) columns natively.
+    GPU kernels walk the rows in A.row_order (longest first) and read compact (int16) columns natively. When A
+    carries a bitmap, sparsekern.dispatch may send the call to the tensor-core kernel (csr_bitmap_mm).
     """
     check_mm_args("csr_mm", A, CSRMatrix, B)
     if validate:
-        check_csr("sparsekern.csr_mm", A.crow_indices, A.col_indices, A.values, A.shape, row_order=A.row_order)
+        _validate("sparsekern.csr_mm", A)
+    if use_bitmap_kernel(A, B.shape[1], B.device):
+        return torch.ops.sparsekern.csr_bitmap_mm(A.crow_indices, A.col_indices, A.values, A.bitmap, B)
     return torch.ops.sparsekern.csr_mm(A.crow_indices, A.col_indices, A.values, B, A.row_order)
 
 
 def _csr_linear(x2d: torch.Tensor, A: CSRMatrix, bias: torch.Tensor | None) -> torch.Tensor:
+    if use_bitmap_kernel(A, x2d.shape[0], x2d.device):
+        return torch.ops.sparsekern.csr_bitmap_linear(x2d, A.crow_indices, A.col_indices, A.values, A.bitmap, bias)
     return torch.ops.sparsekern.csr_linear(x2d, A.crow_indices, A.col_indices, A.values, bias, A.row_order)
 
 
+def _validate(where: str, A: CSRMatrix) -> None:
+    check_csr(where, A.crow_indices, A.col_indices, A.values, A.shape, row_order=A.row_order)
+    if A.bitmap is not None:
+        check_bitmap(where, A.bitmap, A.crow_indices, A.col_indices, A.shape[1])
+
+
 def _csr_check(A: CSRMatrix) -> None:
-    check_csr("sparsekern.sparse_linear", A.crow_indices, A.col_indices, A.values, A.shape, row_order=A.row_order)
+    _validate("sparsekern.sparse_linear", A)
 
 
 LINEAR[CSRMatrix] = (_csr_linear, _csr_check)

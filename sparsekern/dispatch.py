@@ -1,0 +1,69 @@
+"""Which kernel computes a product, chosen per call from the problem's shape and density.
+
+csr_mm and sparse_linear of a CSRMatrix that carries a bitmap have two kernels each.
+
+CPU: for N <= 4 the bitmap kernel (an AVX-512 expand-load of each 16-column half word, dense FMAs) reads 1 bit
+per element instead of a 4-byte column index per stored value plus a gathered load. Measured crossovers (below)
+decide.
+
+CUDA, fp16/bf16: the
+CUDA-core ones (csr_mm / csr_linear: bytes = values + int16 columns, work = 2 * nnz * N FMAs on CUDA cores) and
+the tensor-core one (csr_bitmap_mm / csr_bitmap_linear: bytes = values + 1 bit per element, work = the dense
+GEMM's on tensor cores plus a bit expansion of every element per BLOCK_N-wide column tile). Each time is
+estimated as the largest of its memory, arithmetic and instruction terms, and the smaller estimate wins.
+
+The rates below are estimates for an H100 SXM (a device copy measured at ~3.0 TB/s on the machines this project
+uses; the rest from datasheets and the kernels' instruction counts), not crossovers measured with these
+kernels: `python -m sparsekern bench --preset gpu` times both kernels side by side (methods "sparsekern[csr]"
+and "sparsekern[bitmap]") so that measured crossovers can replace them. fp32 always takes the CUDA-core
+kernels, which compute in full fp32 (the tensor-core kernel would compute fp32 products as TF32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+HBM_BYTES_PER_S = 3.0e12
+# Gathered FMAs on CUDA cores as the CSR kernels run them (~30% of the fp32 datasheet rate).
+CSR_FLOPS = 2.0e13
+# Tensor-core fp16/bf16 rate reachable by a Triton tl.dot kernel at these tile sizes.
+TENSOR_FLOPS = 6.0e14
+# Integer instructions per second (132 SMs x 128 lanes x ~1.75 GHz), and instructions per expanded element: the
+# kernel's loop body for a (64, 32) tile with 4 warps is ~400 PTX instructions per thread (16 elements each:
+# bit test, popcount, 64-bit offset, predicated load, the store that moves the tile to the MMA layout).
+INT_OPS = 3.0e13
+EXPAND_OPS = 24
+# The widest column tile the tensor-core kernel's autotuner may pick: the expansion is paid once per tile.
+BITMAP_MAX_BLOCK_N = 256
+
+
+def csr_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
+    bytes_ = nnz * (elt + 2) + (K + M) * N * elt
+    return max(bytes_ / HBM_BYTES_PER_S, 2 * nnz * N / CSR_FLOPS)
+
+
+def bitmap_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
+    bytes_ = nnz * elt + M * K / 8 + (K + M) * N * elt
+    tiles = math.ceil(N / BITMAP_MAX_BLOCK_N)
+    return max(bytes_ / HBM_BYTES_PER_S, M * K * tiles * EXPAND_OPS / INT_OPS, 2 * M * K * N / TENSOR_FLOPS)
+
+
+# CPU: N -> the least density at which the bitmap kernel beat the CSR kernel (Xeon Sapphire Rapids, AVX-512,
+# 2 threads, fp32, 4096 x 4096, 2026-11-24). Bitmap / CSR ms at 90% sparsity: N=1 0.81 / 0.91, N=2 0.87 / 1.14,
+# N=4 1.20 / 0.94; at 85%, N=4 1.33 / 1.33; at 95%, N=1 0.97 / 0.48. N=3 is interpolated.
+CPU_BITMAP_MIN_DENSITY = {1: 0.08, 2: 0.08, 3: 0.12, 4: 0.15}
+
+
+def use_bitmap_kernel(A, N: int, device: torch.device) -> bool:
+    """True when the bitmap kernel should compute A (CSRMatrix) @ (K, N) on `device`."""
+    if A.bitmap is None:
+        return False
+    M, K = A.shape
+    if device.type == "cpu":
+        return N in CPU_BITMAP_MIN_DENSITY and A.nnz >= CPU_BITMAP_MIN_DENSITY[N] * M * K
+    if device.type != "cuda" or A.dtype == torch.float32:
+        return False
+    elt = A.values.element_size()
+    return bitmap_seconds(M, K, N, A.nnz, elt) < csr_seconds(M, K, N, A.nnz, elt)
