@@ -24,8 +24,8 @@ import triton
 FP32_INPUT_PRECISION = "tf32"
 
 # False: GPU launches use the tuned table, else the defaults below, never the autotuner (reproducible timings,
-# no tuning pause on first call).
-AUTOTUNE = True
+# no tuning pause on first call). The environment variable SPARSEKERN_AUTOTUNE=0 sets it False at import.
+AUTOTUNE = os.environ.get("SPARSEKERN_AUTOTUNE", "1") != "0"
 
 
 def n_bucket(N: int) -> int:
