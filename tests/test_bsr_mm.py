@@ -1,8 +1,10 @@
 """bsr_mm / bsr_linear: the C++ CPU kernel and the Triton kernel (interpreter without a GPU) against a float64
 dense reference, autograd, opcheck, torch.compile, and the errors bad input must raise."""
 
+import ast
 import importlib
 import inspect
+import os
 
 import pytest
 import torch
@@ -450,6 +452,17 @@ def test_tuned_table_file(tmp_path, monkeypatch):
     assert configs.bsr_mm_tuned("GPU X", 4096, 11008, 1, 64, 64, "bfloat16") == entry
     assert configs.bsr_mm_tuned("GPU X", 8, 8, 9, 16, 16, "float16") == {}  # entries already there are kept
 
+    # The environment, read at import: that table, and SPARSEKERN_AUTOTUNE=0 turning the autotuner off.
+    import subprocess
+    import sys
+
+    code = ("from sparsekern._triton import configs; "
+            "print(configs.AUTOTUNE, configs.bsr_mm_tuned('GPU X', 4096, 11008, 1, 64, 64, 'bfloat16'))")
+    env = {**os.environ, "SPARSEKERN_BSR_MM_TUNED": str(path), "SPARSEKERN_AUTOTUNE": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    autotune, table_entry = out.split(" ", 1)
+    assert autotune == "False" and ast.literal_eval(table_entry) == entry
+
 
 def test_tune_tool_needs_a_gpu(capsys):
     from sparsekern._triton import bsr_mm_tune
@@ -585,9 +598,6 @@ def gpu_code():
     pytest.importorskip("triton.backends.nvidia")
     spec = dict(module="sparsekern._triton.bsr_mm", kernel="_bsr_mm_kernel", cases=[_aot_case(*c) for c in _GPU_CONFIGS])
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    # sparsekern from this checkout also where it is not installed (an in-place build)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     script = os.path.join(os.path.dirname(__file__), "triton_aot.py")
     run = subprocess.run([sys.executable, script, json.dumps(spec)], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]

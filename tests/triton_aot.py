@@ -9,6 +9,7 @@ code generation rejects. Input: {"module", "kernel", "cases": [{"arch", "signatu
 
 import importlib
 import json
+import os
 import sys
 
 
@@ -45,6 +46,8 @@ def compile_case(fn, case: dict) -> dict:
 
 
 def main(spec: dict) -> list[dict]:
+    # The kernels of this checkout, also where it is not installed (an extension built in place).
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     fn = getattr(importlib.import_module(spec["module"]), spec["kernel"])
     results = []
     for case in spec["cases"]:
