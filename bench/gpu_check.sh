@@ -1,30 +1,35 @@
 #!/usr/bin/env bash
 # One-shot GPU validation and benchmarks of every op, for a session with a CUDA machine and little device time.
 # GPU backends: csr_mm / csr_linear / csr_sddmm and semi24_mm / semi24_linear are compiled CUDA kernels,
-# bsr_mm / bsr_linear are Triton.
+# bsr_mm / bsr_linear and csr_bitmap_mm / csr_bitmap_linear are Triton.
 #
 #   bench/gpu_check.sh [stage ...]      stages, in the order given (default: every stage but test_cpu and tune)
 #     info          GPU, driver, torch/triton/nvcc/compute-sanitizer versions
 #     build         builds the extension for this GPU only (TORCH_CUDA_ARCH_LIST = its capability, 9.0a on
-#                   Hopper) and checks every op's GPU backend: the CSR and 2:4 ops "cuda", the BSR ops "triton"
+#                   Hopper) and checks every op's GPU backend: the CSR and 2:4 ops "cuda", the BSR and bitmap
+#                   ops "triton"
 #     test          the GPU tests (markers cuda and triton) of every op test file, tests/test_*mm*.py: every CUDA
-#                   kernel variant with poisoned outputs, the Triton kernels compiled for this GPU, the autotuner
+#                   kernel variant with poisoned outputs, the Triton kernels compiled for this GPU with their
+#                   default configs (SPARSEKERN_AUTOTUNE=0), the BSR autotuner and every BSR candidate config
 #     test_cpu      the CPU tests of the same files, a regression check under this machine's torch
 #     sanitize      memcheck, then racecheck
 #     memcheck      compute-sanitizer memcheck (PyTorch's caching allocator off, so out-of-tensor accesses are
 #                   reported): the CSR kernels' sweep of every instantiation, garbage and misaligned input; the 2:4
 #                   decode and tensor-core paths, unaligned operands, ragged shapes; the BSR Triton kernel on
-#                   padded non-power-of-two blocks, split-K, and 16 shapes x blocks at 10% density
+#                   padded non-power-of-two blocks, split-K, and 16 shapes x blocks at 10% density; the bitmap
+#                   Triton kernel on an inconsistent bitmap and 6 shapes
 #     racecheck     compute-sanitizer racecheck on the kernels that use shared memory: the CSR sweep, and the 2:4
 #                   fp16/bf16 kernels (cp.async rings, swizzled tiles, split-K reduction) on ragged shapes
 #     bench         csr_mm then csr_linear: python -m sparsekern bench --preset gpu (fp16/bf16 vs cuBLAS and
-#                   cuSPARSE in the same process, plus the Triton kernels beside the CUDA ones)
+#                   cuSPARSE in the same process; the CUDA CSR and the Triton bitmap kernel each called directly
+#                   beside the dispatch, and the Triton CSR kernel). The bitmap kernel autotunes each shape in
+#                   csr_mm; csr_linear reuses those choices (TRITON_CACHE_AUTOTUNING=1 in the bench stages)
 #     bench_mm / bench_linear   the two halves of `bench`
 #     bench_semi24  --preset semi24 --ops semi24_mm (vs cuBLAS and torch's cuSPARSELt / CUTLASS 2:4)
 #     tune_bsr      python -m sparsekern._triton.bsr_mm_tune over the bsr preset's shapes, N and blocks: the
 #                   table to paste into sparsekern/_triton/configs.py (BSR_MM_TUNED), as bsr_mm_tuned.py
 #     bench_bsr     --preset bsr --ops bsr_mm (vs cuBLAS and torch's BSR kernel); uses tune_bsr's table when run
-#                   after it in the same call (SPARSEKERN_BSR_MM_TUNED), else autotunes every shape first (~5 min)
+#                   after it in the same call (SPARSEKERN_BSR_MM_TUNED), else autotunes every shape first (~3 min)
 #     tune          --preset gpu-tune with every forced CSR kernel variant as an extra method
 #
 # Stages after `build` build first when the extension is missing or older than csrc/ (a machine handed back
@@ -34,26 +39,27 @@
 # .venv/bin/python when present, else python3: a CUDA build of torch with triton, pytest, ninja and setuptools;
 # nothing is downloaded), GPU_CHECK_BUDGET_S (seconds this call may take: a stage that would not fit its
 # estimate is skipped, a running one is interrupted at the limit and its partial report kept), GPU_CHECK_REP_MS
-# (bench --rep-ms, default 100), GPU_CHECK_ARCH (TORCH_CUDA_ARCH_LIST), MAX_JOBS (default 16),
-# GPU_CHECK_DRY_RUN=1 (print the commands instead of running them).
+# (bench --rep-ms: ms of calls timed per method and case, default 50), GPU_CHECK_ARCH (TORCH_CUDA_ARCH_LIST),
+# MAX_JOBS (default 16), GPU_CHECK_DRY_RUN=1 (print the commands instead of running them).
 #
 # Results: $OUT gets at most 8 files: gpu_check_summary.txt (one line per stage: status, seconds, outcome),
 # gpu_check_logs.tar.gz (every log, JUnit XML, sanitizer report, JSON), each benchmark's JSON as <stage>-<name>.json,
 # and bsr_mm_tuned.py. They are rewritten after every stage, so a call cut off still returns what it finished.
 #
 # Device plan (H100, 30 min of device time, 10 min per command). Estimates per stage (EST below, seconds):
-# build 150 (nvcc for sm_90a only, csr_mm.cu the longest at ~1 min); test 240 (~1020 tests, ~350 Triton
-# compiles at ~0.4 s); memcheck 120 + racecheck 90 (about 25 s of start-up each under the sanitizer); bench
-# 2 x 90 (120 cases x 4 methods per op, ~0.14 s per do_bench at rep 100 ms with L2 flushes); bench_semi24 50
-# (42 cases x 3 methods); tune_bsr 310 (48 shapes x ~21 candidate configs: ~380 compiles plus ~1000 timings);
-# bench_bsr 130 with the tuned table (192 cases x 3 methods). Three calls, back to back, then give the machine
-# back:
-#   1. (~6.5 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh info build test
-#   2. (~7.5 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh sanitize bench bench_semi24
-#   3. (~7.5 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh tune_bsr bench_bsr
-# (run with timeout_s=600; about 22 min of commands, plus the machine's start and the pauses between calls)
-# A stage skipped for time (see the summary) goes first in the next call. If calls run long, GPU_CHECK_REP_MS=50
-# halves every benchmark's timing window (bench 2 x 55 s, bench_bsr 90 s).
+# build 150 (nvcc for sm_90a only, csr_mm.cu the longest at ~1 min); test 300 (~1140 tests, ~350 Triton
+# compiles at ~0.4 s); memcheck 130 + racecheck 90 (about 25 s of start-up each under the sanitizer); bench_mm
+# 380 (120 cases x 6 methods, ~0.075 s per do_bench at rep 50 ms with L2 flushes, plus the bitmap kernel's
+# autotuning: 24 shapes x ~52 candidates timed over 100 ms each and ~320 compiles); bench_linear 80;
+# bench_semi24 40 (42 cases x 3 methods); tune_bsr 210 (48 shapes x ~21 candidates: ~380 compiles, ~1000
+# timings of 30 ms); bench_bsr 95 with the tuned table (192 cases x 3 methods). Three calls, back to back (run
+# with timeout_s=600), then give the machine back:
+#   1. (~8.3 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh info build test bench_semi24
+#   2. (~7.7 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh bench
+#   3. (~8.8 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh sanitize tune_bsr bench_bsr
+# About 25 min of commands: with the machine's start and the pauses between calls this uses nearly all of the
+# 30 min, so make the calls without delay. A stage skipped for time (see the summary) goes first in the next
+# call; on a machine handed back between calls the next call builds again first (150 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,7 +77,7 @@ DEST=${OUT:-bench/results/gpu_check}
 LOG=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 SUMMARY=$LOG/gpu_check_summary.txt
 BUDGET=${GPU_CHECK_BUDGET_S:-0}
-REP_MS=${GPU_CHECK_REP_MS:-100}
+REP_MS=${GPU_CHECK_REP_MS:-50}
 DRY=${GPU_CHECK_DRY_RUN:-0}
 mkdir -p "$DEST"
 failed=0
@@ -82,12 +88,13 @@ OP_TESTS=(tests/test_*mm*.py)
 MEMCHECK_K="sanitizer_sweep or garbage or misaligned or index_widths"                        # CSR: 9 tests
 MEMCHECK_K+=" or semi24_decode_and_tc or semi24_cuda_unaligned or (semi24_mm_cuda and partial)"  # 2:4: 32
 MEMCHECK_K+=" or bsr_linear_and_padding or bsr_split_k or (bsr_mm_cuda and 0.1 and dtype1)"      # BSR: 29
+MEMCHECK_K+=" or csr_bitmap_inconsistent_bitmap or (csr_bitmap_ops_cuda and 0.5 and dtype1)"    # bitmap: 7
 RACECHECK_K="sanitizer_sweep or (semi24_mm_cuda and partial and not dtype0)"                 # 1 + 14 tests
 SANITIZER=(compute-sanitizer --error-exitcode 99 --target-processes all --print-limit 20)
 
 # Seconds a stage needs; with GPU_CHECK_BUDGET_S, a stage is skipped when less than this is left.
-declare -A EST=([info]=10 [build]=150 [test]=240 [test_cpu]=90 [memcheck]=120 [racecheck]=90 [bench_mm]=90
-                [bench_linear]=90 [bench_semi24]=50 [tune_bsr]=310 [bench_bsr]=130 [tune]=110)
+declare -A EST=([info]=10 [build]=150 [test]=300 [test_cpu]=90 [memcheck]=130 [racecheck]=90 [bench_mm]=380
+                [bench_linear]=80 [bench_semi24]=40 [tune_bsr]=210 [bench_bsr]=95 [tune]=110)
 
 # run NAME CMD...: runs CMD (a program, or a function of this script) with its output in $LOG/NAME.log and its
 # tail shown; a program within the time left.
@@ -125,7 +132,7 @@ gpu = info["gpu_backend"]
 print("extension:", info["extension"], "| triton", info["triton"], "| gpu", info["gpu"])
 print("gpu backends:", gpu)
 want = {**dict.fromkeys(["csr_mm", "csr_linear", "csr_sddmm", "semi24_mm", "semi24_linear"], "cuda"),
-        **dict.fromkeys(["bsr_mm", "bsr_linear"], "triton")}
+        **dict.fromkeys(["bsr_mm", "bsr_linear", "csr_bitmap_mm", "csr_bitmap_linear"], "triton")}
 wrong = {op: gpu.get(op) for op, backend in want.items() if gpu.get(op) != backend}
 assert not wrong, f"GPU backends not as expected (want {want}): {wrong}"
 assert info["triton"], "triton is not importable: the BSR ops have no GPU backend"
@@ -176,7 +183,8 @@ ensure_built() {
 pytest_run() {  # pytest_run NAME [pytest args...]
   local name=$1
   shift
-  TAIL=${TAIL:-12} run "$name" "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOG/$name.xml" "$@"
+  TAIL=${TAIL:-12} run "$name" env SPARSEKERN_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider \
+    --junitxml="$LOG/$name.xml" "$@"
 }
 
 test_() {
@@ -191,14 +199,14 @@ test_cpu() {
 
 memcheck() {
   ensure_built || return 1
-  TAIL=15 run memcheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "${SANITIZER[@]}" --tool memcheck \
+  TAIL=15 run memcheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 SPARSEKERN_AUTOTUNE=0 "${SANITIZER[@]}" --tool memcheck \
     "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOG/memcheck.xml" -m "cuda or triton" \
-    tests/test_csr_mm_gpu.py tests/test_semi24_mm.py tests/test_bsr_mm.py -k "$(echo $MEMCHECK_K)"
+    tests/test_csr_mm_gpu.py tests/test_semi24_mm.py tests/test_bsr_mm.py tests/test_csr_bitmap_mm.py -k "$MEMCHECK_K"
 }
 
 racecheck() {
   ensure_built || return 1
-  TAIL=10 run racecheck "${SANITIZER[@]}" --tool racecheck \
+  TAIL=10 run racecheck env SPARSEKERN_AUTOTUNE=0 "${SANITIZER[@]}" --tool racecheck \
     "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOG/racecheck.xml" -m cuda \
     tests/test_csr_mm_gpu.py tests/test_semi24_mm.py -k "$RACECHECK_K"
 }
@@ -207,8 +215,9 @@ bench_op() {  # bench_op NAME PRESET OP [extra bench args...]: JSON in $LOG/NAME
   local name=$1 preset=$2 op=$3
   shift 3
   ensure_built || return 1
-  TAIL=4 run "$name" "$PY" -m sparsekern bench --preset "$preset" --ops "$op" --rep-ms "$REP_MS" \
-    --out "$LOG/$name" "$@"
+  # TRITON_CACHE_AUTOTUNING: a Triton kernel's autotuning choices on disk, reused by the next bench process
+  TAIL=4 run "$name" env TRITON_CACHE_AUTOTUNING=1 "$PY" -m sparsekern bench --preset "$preset" --ops "$op" \
+    --rep-ms "$REP_MS" --out "$LOG/$name" "$@"
 }
 
 tune_bsr() {

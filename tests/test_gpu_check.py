@@ -48,7 +48,7 @@ def test_every_stage_of_the_help_and_plan_is_handled(tmp_path):
 
 
 def test_time_budget_skips_stages_that_would_not_fit(tmp_path):
-    run = _script("build", "bench_bsr", GPU_CHECK_DRY_RUN="1", GPU_CHECK_BUDGET_S="100", OUT=str(tmp_path))
+    run = _script("build", "bench_bsr", GPU_CHECK_DRY_RUN="1", GPU_CHECK_BUDGET_S="60", OUT=str(tmp_path))
     summary = run.stdout.split("=== summary")[1]
     assert re.search(r"build\s+SKIPPED \(time", summary) and re.search(r"bench_bsr\s+SKIPPED \(time", summary)
 
