@@ -253,6 +253,15 @@ def test_entry_points_with_a_bitmap_on_cpu(N):
 
 # ---------------------------------------------------------------------------------------------- Triton kernel
 
+# On a GPU the Triton tests run the compiled kernel on CUDA tensors, else the interpreter on CPU tensors.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def triton_tol_dtype(dtype):
+    """The dtype whose tolerance applies: on a GPU, fp32 operands of tl.dot are TF32 (10-bit mantissa)."""
+    return torch.float16 if dtype == torch.float32 and DEVICE == "cuda" else dtype
+
+
 # (BLOCK_M, BLOCK_N, SPLIT_K): one tile, a split per word range, more splits than words (empty splits).
 CONFIGS = [(16, 16, 1), (32, 32, 3), (16, 16, 8)]
 
@@ -268,13 +277,14 @@ def _config(block_m, block_n, split):
 def test_triton_csr_bitmap_mm_and_linear(dtype, M, K, N, sparsity):
     from sparsekern._triton.csr_bitmap_mm import csr_bitmap_linear, csr_bitmap_mm
 
-    W = random_sparse(M, K, sparsity, dtype)
+    W = random_sparse(M, K, sparsity, dtype, DEVICE)
     W[M // 2] = 0
     A = sk.CSRMatrix.from_dense(W, bitmap=True, col_dtype=torch.int16)
-    B = torch.randn(K, N).to(dtype)
-    assert_close(csr_bitmap_mm(*components(A), B), reference_mm(W, B), dtype, k=K)
-    x, bias = torch.randn(N, K).to(dtype), torch.randn(M).to(dtype)
-    assert_close(csr_bitmap_linear(x, *components(A), bias), x.double() @ W.double().T + bias.double(), dtype, k=K)
+    B = torch.randn(K, N, device=DEVICE).to(dtype)
+    t = triton_tol_dtype(dtype)
+    assert_close(csr_bitmap_mm(*components(A), B), reference_mm(W, B), t, k=K)
+    x, bias = torch.randn(N, K, device=DEVICE).to(dtype), torch.randn(M, device=DEVICE).to(dtype)
+    assert_close(csr_bitmap_linear(x, *components(A), bias), x.double() @ W.double().T + bias.double(), t, k=K)
 
 
 @pytest.mark.triton
@@ -286,14 +296,15 @@ def test_triton_csr_bitmap_configs(config, index_dtype):
     from sparsekern._triton.csr_bitmap_mm import csr_bitmap_linear, csr_bitmap_mm
 
     M, K, N = 37, 161, 19
-    W = random_sparse(M, K, 0.6)
-    W[3, :] = torch.randn(K)  # a full row: every bit of every word, the sign bit included
+    W = random_sparse(M, K, 0.6, device=DEVICE)
+    W[3, :] = torch.randn(K, device=DEVICE)  # a full row: every bit of every word, the sign bit included
     A = sk.CSRMatrix.from_dense(W, bitmap=True, index_dtype=index_dtype)
-    B = torch.randn(N, K).t()
-    assert_close(csr_bitmap_mm(*components(A), B, config=_config(*config)), reference_mm(W, B), torch.float32, k=K)
-    x, bias = torch.randn(N, K), torch.randn(M)
+    B = torch.randn(N, K, device=DEVICE).t()
+    t = triton_tol_dtype(torch.float32)
+    assert_close(csr_bitmap_mm(*components(A), B, config=_config(*config)), reference_mm(W, B), t, k=K)
+    x, bias = torch.randn(N, K, device=DEVICE), torch.randn(M, device=DEVICE)
     out = csr_bitmap_linear(x, *components(A), bias, config=_config(*config))
-    assert_close(out, x.double() @ W.double().T + bias.double(), torch.float32, k=K)
+    assert_close(out, x.double() @ W.double().T + bias.double(), t, k=K)
 
 
 @pytest.mark.triton
@@ -302,17 +313,17 @@ def test_triton_csr_bitmap_inconsistent_bitmap_stays_in_bounds():
     values is dropped, so no row reads another row's values (or past the end), whatever it computes."""
     from sparsekern._triton.csr_bitmap_mm import csr_bitmap_mm
 
-    W = torch.zeros(4, 64)
+    W = torch.zeros(4, 64, device=DEVICE)
     W[1, 5] = 2.0
     W[2, 0] = 3.0
     A = sk.CSRMatrix.from_dense(W)
-    bitmap = torch.full((4, 2), -1, dtype=torch.int32)  # every bit set
+    bitmap = torch.full((4, 2), -1, dtype=torch.int32, device=DEVICE)  # every bit set
     bitmap[2] = torch.tensor([1, 0], dtype=torch.int32)  # row 2's own, consistent word
-    B = torch.ones(64, 16)
+    B = torch.ones(64, 16, device=DEVICE)
     for split in (1, 2):
         out = csr_bitmap_mm(A.crow_indices, A.col_indices, A.values, bitmap, B, config=_config(16, 16, split))
-        assert torch.equal(out[[0, 1, 3]], torch.zeros(3, 16))
-        assert torch.equal(out[2], torch.full((16,), 3.0))
+        assert torch.equal(out[[0, 1, 3]].cpu(), torch.zeros(3, 16))
+        assert torch.equal(out[2].cpu(), torch.full((16,), 3.0))
 
 
 @pytest.mark.triton
@@ -414,6 +425,19 @@ def test_csr_bitmap_ops_cuda(dtype, M, K, N, sparsity, poison_cuda):
     ref = x.double() @ W.double().T + bias.double()
     assert_close(torch.ops.sparsekern.csr_bitmap_linear(x, *components(A), bias), ref, dtype, k=K)
     assert_close(sk.ops.sparse_linear(x, A, bias), ref, dtype, k=K)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("N", [1, 64])
+def test_csr_bitmap_autotuner_cuda(N, poison_cuda):
+    """The autotuner path (config=None), which the grid above skips under SPARSEKERN_AUTOTUNE=0."""
+    from sparsekern._triton.csr_bitmap_mm import csr_bitmap_mm
+
+    W = random_sparse(512, 1024, 0.7, torch.float16, "cuda")
+    A = sk.CSRMatrix.from_dense(W, bitmap=True)
+    B = torch.randn(1024, N, device="cuda", dtype=torch.float16)
+    assert_close(csr_bitmap_mm(*components(A), B, config=None), reference_mm(W, B), torch.float16, k=1024)
 
 
 @requires_cuda
