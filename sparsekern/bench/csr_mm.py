@@ -39,9 +39,12 @@ def weights(preset: dict, device: torch.device):
 
 
 def sparse_bytes(A: CSRMatrix) -> int:
-    """Bytes of the stored matrix: values, column indices, row pointers."""
-    return (A.nnz * (A.values.element_size() + A.col_indices.element_size())
-            + A.crow_indices.numel() * A.crow_indices.element_size())
+    """The fewest bytes of the stored matrix a kernel must read: values and row pointers, plus the cheaper index
+    of the two A carries (column indices, or the bitmap's 1 bit per element)."""
+    index = A.nnz * A.col_indices.element_size()
+    if A.bitmap is not None:
+        index = min(index, A.bitmap.numel() * A.bitmap.element_size())
+    return A.nnz * A.values.element_size() + index + A.crow_indices.numel() * A.crow_indices.element_size()
 
 
 def triton_kernels(device: torch.device):

@@ -12,7 +12,7 @@ import torch
 
 
 def median_ms(calls: Sequence[Callable[[], object]], device: torch.device, min_reps: int = 7,
-              max_reps: int = 30, budget_s: float = 1.0, rep_ms: float = 100) -> float:
+              max_reps: int = 30, budget_s: float = 1.0, rep_ms: float = 100, warmup_s: float = 0.2) -> float:
     """Median wall time of one call in ms; `calls` are the same computation on different input copies. On a GPU
     the calls repeat for `rep_ms` of GPU time after a quarter of that as warm-up (triton's do_bench defaults:
     100 and 25)."""
@@ -21,8 +21,14 @@ def median_ms(calls: Sequence[Callable[[], object]], device: torch.device, min_r
 
         rotation = itertools.cycle(calls)
         return float(do_bench(lambda: next(rotation)(), warmup=rep_ms / 4, rep=rep_ms, return_mode="median"))
-    for call in calls:  # warm-up: first-touch page faults, thread pool start
-        call()
+    # Warm-up of at least `warmup_s`: first-touch page faults, the thread pool's start, and the first second after
+    # a benchmark allocates its weights, which measured up to 1.8x slower on a sub-millisecond call.
+    warm_start = time.perf_counter()
+    while True:
+        for call in calls:
+            call()
+        if time.perf_counter() - warm_start >= warmup_s:
+            break
     samples: list[float] = []
     start = time.perf_counter()
     for call in itertools.cycle(calls):
