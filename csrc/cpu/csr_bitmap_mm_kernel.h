@@ -53,8 +53,10 @@ inline int64_t csr_bitmap_rows(const index_t* __restrict crow, const uint32_t* _
       step(w + 1, 2);
     }
     if (w < words) step(w, 0);
-    for (int n = 0; n < NN; ++n)
-      sum[n] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[n][0], acc[n][1]), _mm512_add_ps(acc[n][2], acc[n][3])));
+    for (int n = 0; n < NN; ++n) {
+      const __m512 even = _mm512_add_ps(acc[n][0], acc[n][1]), odd = _mm512_add_ps(acc[n][2], acc[n][3]);
+      sum[n] = _mm512_reduce_add_ps(_mm512_add_ps(even, odd));
+    }
 #else
     float acc[NN][32] = {};
     for (int64_t w = 0; w < words; ++w) {

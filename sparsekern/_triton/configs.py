@@ -154,10 +154,10 @@ def csr_bitmap_mm_prune(configs, named_args, **kwargs):
     few warps."""
     N = {**named_args, **kwargs}["N"]
     width = max(32, triton.next_power_of_2(N))
-    kept = [
-        c for c in configs
-        if c.kwargs["BLOCK_N"] <= width and not (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] >= 128 * 128 and c.num_warps < 8)
-    ]
+    def heavy(c):
+        return c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] >= 128 * 128 and c.num_warps < 8
+
+    kept = [c for c in configs if c.kwargs["BLOCK_N"] <= width and not heavy(c)]
     return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_M"]))]
 
 

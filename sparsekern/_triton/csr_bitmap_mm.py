@@ -10,11 +10,13 @@ never reads column indices: a (BLOCK_M, 32) tile of A costs BLOCK_M words plus i
 bytes than both from ~6% density up.
 
 One program per (BLOCK_M rows, BLOCK_N columns[, K split]). Per word step it expands the rows' words to a
-(BLOCK_M, 32) bit tile, turns each bit into its value's offset with a popcount of the bits below it, gathers the values into a
-zero-filled tile in registers and multiplies it with the (32, BLOCK_N) tile of B by tl.dot in fp32 (tensor
-cores; fp32 operands as configs.FP32_INPUT_PRECISION). The expansion costs about ten integer instructions
-per tile element whatever the density, which is the price of tensor cores here: it wins over the CUDA-core
-kernels where there are many nonzeros (low sparsity) or many columns to reuse each expanded tile for.
+(BLOCK_M, 32) bit tile, turns each bit into its value's offset with a popcount of the bits below it (one popc per
+element, no shuffles between threads), gathers the values into a zero-filled tile in registers and multiplies it
+with the (32, BLOCK_N) tile of B by tl.dot in fp32 (tensor cores: wgmma on Hopper for 64-row tiles, mma.sync
+otherwise; fp32 operands as configs.FP32_INPUT_PRECISION). The expansion costs ~25 PTX instructions per tile
+element whatever the density (the loop body of a (64, 32) tile on 4 warps is ~410 per thread, the store that moves
+the tile to the MMA operand layout included): the price of tensor cores here. It wins over the CUDA-core kernels
+where there are many nonzeros (low sparsity) or many columns to reuse each expanded tile for.
 
 Decode (N <= 16): ceil(M / BLOCK_M) programs are too few for the GPU, so SPLIT_K programs take contiguous word
 ranges of the same rows; each finds its start in the rows' values by popcounting the words before its range
@@ -22,8 +24,8 @@ ranges of the same rows; each finds its start in the rows' values by popcounting
 that are summed after: deterministic, unlike atomics.
 
 A word whose entries would leave its row's [crow[r], crow[r + 1]) range or [0, nnz) (only possible with
-unvalidated input) is dropped, never dereferenced. csr_bitmap_linear reads x (T, K) as B = xᵀ and writes the (M, T) result through
-out's strides into the (T, M) output.
+unvalidated input) is dropped, never dereferenced. csr_bitmap_linear reads x (T, K) as B = xᵀ and writes the
+(M, T) result through out's strides into the (T, M) output.
 """
 
 import functools

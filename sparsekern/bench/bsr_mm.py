@@ -13,7 +13,7 @@ import torch
 
 from ..formats import BSRMatrix
 from ..ops import bsr_mm
-from .case import Case, rotation_copies
+from .case import Case, rotation_copies, sparse_rotation
 
 DEFAULT_BLOCKSIZES = {"cpu": [(32, 32)], "cuda": [(16, 16), (32, 32), (64, 64)]}
 
@@ -39,17 +39,17 @@ def cases(preset: dict, device: torch.device):
                 bm, bk = blocksize
                 for sparsity in preset["sparsities"]:
                     W = [random_block_weight(M, K, blocksize, sparsity, dtype, device, seed=i) for i in range(copies)]
-                    A = [BSRMatrix.from_dense(w, blocksize) for w in W]
+                    A = sparse_rotation([BSRMatrix.from_dense(w, blocksize) for w in W], device)
                     # torch.sparse_bsr needs M, K divisible by the block: the padded form is the same product.
                     T = None
                     if M % bm == 0 and K % bk == 0:
                         with warnings.catch_warnings():  # torch's "sparse BSR is in beta" notice
                             warnings.simplefilter("ignore", UserWarning)
-                            T = [a.to_torch() for a in A]
+                            T = sparse_rotation([a.to_torch() for a in A[:copies]], device)
                     nnz = A[0].nnz
                     idx_bytes = A[0].col_indices.element_size()
                     for N in preset["ns"]:
-                        B = [torch.randn(K, N, device=device, dtype=dtype) for _ in range(copies)]
+                        B = [torch.randn(K, N, device=device, dtype=dtype) for _ in range(max(len(A), len(T or ())))]
                         elt = B[0].element_size()
                         io_bytes = (K * N + M * N) * elt
                         methods = {"dense": [lambda w=w, b=b: w @ b for w, b in zip(W, B)]}

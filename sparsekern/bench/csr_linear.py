@@ -15,7 +15,7 @@ def cases(preset: dict, device: torch.device):
     tri = triton_kernels(device)
     for dtype, M, K, sparsity, W, A, T in weights(preset, device):
         for N in preset["ns"]:
-            X = [torch.randn(N, K, device=device, dtype=dtype) for _ in W]
+            X = [torch.randn(N, K, device=device, dtype=dtype) for _ in range(max(len(A), len(T)))]
             methods = {
                 "dense": [lambda w=w, x=x: F.linear(x, w) for w, x in zip(W, X)],
                 "torch.sparse": [lambda t=t, x=x: (t @ x.t()).t() for t, x in zip(T, X)],

@@ -19,22 +19,22 @@ import torch
 from ..formats import CSRMatrix
 from ..formats.csr import COMPACT_COL_DTYPE, COMPACT_MAX_K
 from ..ops import csr_mm
-from .case import Case, random_weight, rotation_copies
+from .case import Case, random_weight, rotation_copies, sparse_rotation
 
 
 def weights(preset: dict, device: torch.device):
     """(dtype, M, K, sparsity, dense weights, CSRMatrix copies, torch.sparse_csr copies) for every weight: as
-    many distinct copies as rotation_copies asks, so no call re-reads a warm weight."""
+    many distinct copies of each as rotation_copies / sparse_rotation ask, so no call re-reads a warm weight."""
     for dtype in preset["dtypes"]:
         for M, K in preset["shapes"]:
             copies = rotation_copies(M * K * torch.tensor([], dtype=dtype).element_size(), device)
             for sparsity in preset["sparsities"]:
                 W = [random_weight(M, K, sparsity, dtype, device, seed=i) for i in range(copies)]
                 col_dtype = COMPACT_COL_DTYPE if K <= COMPACT_MAX_K else None
-                A = [CSRMatrix.from_dense(w, col_dtype=col_dtype, bitmap=True) for w in W]
+                A = sparse_rotation([CSRMatrix.from_dense(w, col_dtype=col_dtype, bitmap=True) for w in W], device)
                 with warnings.catch_warnings():  # torch's "sparse CSR is in beta" notice
                     warnings.simplefilter("ignore", UserWarning)
-                    T = [w.to_sparse_csr() for w in W]
+                    T = sparse_rotation([w.to_sparse_csr() for w in W], device)
                 yield dtype, M, K, sparsity, W, A, T
 
 
@@ -114,7 +114,7 @@ def cases(preset: dict, device: torch.device):
     tri = triton_kernels(device)
     for dtype, M, K, sparsity, W, A, T in weights(preset, device):
         for N in preset["ns"]:
-            B = [torch.randn(K, N, device=device, dtype=dtype) for _ in W]
+            B = [torch.randn(K, N, device=device, dtype=dtype) for _ in range(max(len(A), len(T)))]
             methods = {
                 "dense": [lambda w=w, b=b: w @ b for w, b in zip(W, B)],
                 "torch.sparse": [lambda t=t, b=b: t @ b for t, b in zip(T, B)],

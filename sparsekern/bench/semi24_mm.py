@@ -11,7 +11,7 @@ import torch
 
 from ..formats import Semi24Matrix
 from ..ops import semi24_mm
-from .case import Case, rotation_copies
+from .case import Case, rotation_copies, sparse_rotation
 
 
 def random_24_weight(M: int, K: int, dtype: torch.dtype, device: torch.device, seed: int) -> torch.Tensor:
@@ -47,7 +47,7 @@ def cases(preset: dict, device: torch.device):
             elt = torch.tensor([], dtype=dtype).element_size()
             copies = rotation_copies(M * K * elt, device)
             W = [random_24_weight(M, K, dtype, device, seed=i) for i in range(copies)]
-            A = [Semi24Matrix.from_dense(w) for w in W]
+            A = sparse_rotation([Semi24Matrix.from_dense(w) for w in W], device)
             anchors = {}
             if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
                 probe = torch.randn(K, 64, device=device, dtype=dtype)
@@ -58,10 +58,11 @@ def cases(preset: dict, device: torch.device):
             elif device.type == "cpu":
                 with warnings.catch_warnings():  # torch's "sparse CSR is in beta" notice
                     warnings.simplefilter("ignore", UserWarning)
-                    anchors["torch.sparse"] = [w.to_sparse_csr() for w in W]
+                    anchors["torch.sparse"] = sparse_rotation([w.to_sparse_csr() for w in W], device)
             weight_bytes = A[0].values.numel() * elt + A[0].metadata.numel() * 4
             for N in preset["ns"]:
-                B = [torch.randn(K, N, device=device, dtype=dtype) for _ in range(copies)]
+                B = [torch.randn(K, N, device=device, dtype=dtype)
+                     for _ in range(max(len(A), *(len(T) for T in anchors.values())))]
                 io_bytes = (K * N + M * N) * elt
                 methods = {
                     "dense": [lambda w=w, b=b: w @ b for w, b in zip(W, B)],

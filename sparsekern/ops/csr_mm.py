@@ -48,7 +48,9 @@ def _check_bitmap_shape(op: str, bitmap, crow, K) -> None:
 
 def _check_linear_bias(op: str, bias, crow) -> None:
     if bias is not None:
-        torch._check(bias.dim() == 1 and bias.shape[0] == crow.shape[0] - 1, lambda: f"sparsekern.{op}: bias must be (M,)")
+        torch._check(
+            bias.dim() == 1 and bias.shape[0] == crow.shape[0] - 1, lambda: f"sparsekern.{op}: bias must be (M,)"
+        )
 
 
 if _C is not None:
