@@ -590,18 +590,10 @@ def _aot_case(arch, dtype, blocksize, block_n, split, num_warps, precision):
 @pytest.fixture(scope="module")
 def gpu_code():
     """Every config of _GPU_CONFIGS compiled in one subprocess (see tests/triton_aot.py)."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from triton_aot import compile_in_subprocess
 
     pytest.importorskip("triton.backends.nvidia")
-    spec = dict(module="sparsekern._triton.bsr_mm", kernel="_bsr_mm_kernel", cases=[_aot_case(*c) for c in _GPU_CONFIGS])
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    script = os.path.join(os.path.dirname(__file__), "triton_aot.py")
-    run = subprocess.run([sys.executable, script, json.dumps(spec)], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(run.stdout)
+    return compile_in_subprocess("sparsekern._triton.bsr_mm", "_bsr_mm_kernel", [_aot_case(*c) for c in _GPU_CONFIGS])
 
 
 @pytest.mark.triton

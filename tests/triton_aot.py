@@ -1,6 +1,7 @@
 """Ahead-of-time compilation of Triton kernels for a CUDA arch on a machine without a GPU (Triton ships ptxas).
 
-Run as a subprocess by the tests: `python tests/triton_aot.py '<json>'` with TRITON_INTERPRET unset, because the
+Run as a subprocess by the tests (compile_in_subprocess): `python tests/triton_aot.py '<json>'` with
+TRITON_INTERPRET unset, because the
 interpreter, once on in a process, replaces Triton's own @jit helpers (tl.cdiv, ...) by interpreted ones that
 code generation rejects. Input: {"module", "kernel", "cases": [{"arch", "signature", "constexprs", "aligned",
 "num_warps", "num_stages"}]}; output (stdout, JSON): per case {"ptx": <PTX text>, "shared": <bytes>} or
@@ -56,6 +57,18 @@ def main(spec: dict) -> list[dict]:
         except Exception as e:  # reported per case, so one bad config does not hide the others
             results.append({"error": f"{type(e).__name__}: {e}"})
     return results
+
+
+def compile_in_subprocess(module: str, kernel: str, cases: list[dict]) -> list[dict]:
+    """main() run by a fresh interpreter without TRITON_INTERPRET; for the tests' module-scoped fixtures."""
+    import subprocess
+
+    spec = dict(module=module, kernel=kernel, cases=cases)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), json.dumps(spec)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)
 
 
 if __name__ == "__main__":

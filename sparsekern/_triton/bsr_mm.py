@@ -14,7 +14,6 @@ bsr_linear reads x (T, K) as B = xᵀ and writes the (M, T) result through out's
 """
 
 import functools
-import os
 
 import torch
 import triton
@@ -23,6 +22,7 @@ import triton.language as tl
 from .._checks import check_dim, check_same, fail
 from ..formats.bsr import check_bsr
 from . import configs
+from .tiles import finish_split_k, on_gpu, store_tile, time_candidate
 
 
 @triton.jit
@@ -70,27 +70,8 @@ def _bsr_mm_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     rows = i * BM + offs_m
-    out_mask = (m_in_block & (rows < M))[:, None] & n_ok[None, :]
-    if SPLIT_K == 1:
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + rows, mask=m_in_block & (rows < M), other=0.0).to(tl.float32)[:, None]
-        tl.store(
-            out_ptr + rows[:, None] * stride_om + offs_n[None, :] * stride_on,
-            acc.to(out_ptr.dtype.element_ty),
-            mask=out_mask,
-        )
-    else:
-        # fp32 partials, workspace (SPLIT_K, M, N) contiguous; bias and the cast are applied after the sum.
-        tl.store(ws_ptr + (split * M + rows[:, None]) * N + offs_n[None, :], acc, mask=out_mask)
-
-
-def _time_candidate(kernel_call, quantiles):
-    """A candidate's time over 25 ms of calls after 5 ms of warm-up (Triton's default: 100 and 25): with ~20
-    candidates per shape that keeps a shape's tuning to about a second plus the compiles, and a median of 25+
-    calls of kernels under 1 ms still ranks the candidates. Triton 3.2 ignores it (its default is used)."""
-    from triton.testing import do_bench
-
-    return do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
+    store_tile(acc, rows, m_in_block & (rows < M), offs_n, n_ok, split, M, N, bias_ptr, out_ptr, ws_ptr,
+               stride_om, stride_on, HAS_BIAS, SPLIT_K)
 
 
 @functools.cache
@@ -101,7 +82,7 @@ def _autotuner(decode: bool):
         configs.bsr_mm_candidates(decode),
         key=["M", "K", "n_bucket", "BM", "BK"],
         prune_configs_by={"early_config_prune": configs.bsr_mm_prune},
-        do_bench=_time_candidate,
+        do_bench=time_candidate,
     )(_bsr_mm_kernel)
 
 
@@ -121,15 +102,11 @@ def _config_dict(c: triton.Config) -> dict:
 def _fixed_config(device: torch.device, M, K, N, bm, bk, dtype_name) -> dict | None:
     """The tuned table's entry for this GPU and shape, else the defaults where the autotuner does not run (the
     interpreter, or configs.AUTOTUNE off); None: autotune."""
-    if _on_gpu(device):
+    if on_gpu(device):
         cfg = configs.bsr_mm_tuned(torch.cuda.get_device_name(device), M, K, N, bm, bk, dtype_name)
         if cfg is not None or configs.AUTOTUNE:
             return cfg
     return configs.bsr_mm_default(N, bm)
-
-
-def _on_gpu(device: torch.device) -> bool:
-    return device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
 
 
 def _launch(crow, col, val, M, B, bias, out, config="auto"):
@@ -157,7 +134,7 @@ def _launch(crow, col, val, M, B, bias, out, config="auto"):
         PRECISION=configs.FP32_INPUT_PRECISION if val.dtype == torch.float32 else None,
         # The interpreter's tl.dot multiplies bf16 bit patterns as integers; fp32 products of bf16 values are
         # exact, so widening first gives what the GPU's bf16 MMA (fp32 accumulation) computes.
-        UPCAST=not _on_gpu(B.device) and val.dtype == torch.bfloat16,
+        UPCAST=not on_gpu(B.device) and val.dtype == torch.bfloat16,
     )
 
     def grid(m):
@@ -170,12 +147,7 @@ def _launch(crow, col, val, M, B, bias, out, config="auto"):
         tuner[grid](*args, **meta)
         _tuned_here[(M, K, configs.n_bucket(N), bm, bk, dtype_name)] = _config_dict(tuner.best_config)
         split = tuner.best_config.kwargs["SPLIT_K"]
-    if split > 1:
-        total = ws[:split].sum(0)
-        if bias is not None:
-            total += bias.float()[:, None]
-        out.copy_(total)
-    return out
+    return finish_split_k(ws, split, bias, out)
 
 
 def _check(op, crow, col, val, M, dense, name):

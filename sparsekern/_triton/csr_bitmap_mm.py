@@ -29,7 +29,6 @@ unvalidated input) is dropped, never dereferenced. csr_bitmap_linear reads x (T,
 """
 
 import functools
-import os
 
 import torch
 import triton
@@ -38,6 +37,7 @@ import triton.language as tl
 from .._checks import check_dim, check_same, fail
 from ..formats.csr import check_bitmap, check_csr
 from . import configs
+from .tiles import finish_split_k, on_gpu, store_tile, time_candidate
 
 
 @triton.jit
@@ -110,18 +110,8 @@ def _csr_bitmap_mm_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
-    out_mask = row_ok[:, None] & n_ok[None, :]
-    if SPLIT_K == 1:
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
-        tl.store(
-            out_ptr + rows[:, None] * stride_om + offs_n[None, :] * stride_on,
-            acc.to(out_ptr.dtype.element_ty),
-            mask=out_mask,
-        )
-    else:
-        # fp32 partials, workspace (SPLIT_K, M, N) contiguous; bias and the cast are applied after the sum.
-        tl.store(ws_ptr + (split * M + rows[:, None]) * N + offs_n[None, :], acc, mask=out_mask)
+    store_tile(acc, rows, row_ok, offs_n, n_ok, split, M, N, bias_ptr, out_ptr, ws_ptr, stride_om, stride_on,
+               HAS_BIAS, SPLIT_K)
 
 
 @functools.cache
@@ -132,11 +122,8 @@ def _autotuner(decode: bool):
         configs.csr_bitmap_mm_candidates(decode),
         key=["M", "K", "n_bucket"],
         prune_configs_by={"early_config_prune": configs.csr_bitmap_mm_prune},
+        do_bench=time_candidate,
     )(_csr_bitmap_mm_kernel)
-
-
-def _on_gpu(device: torch.device) -> bool:
-    return device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
 
 
 def _launch(crow, val, bitmap, B, bias, out, config="auto"):
@@ -147,7 +134,7 @@ def _launch(crow, val, bitmap, B, bias, out, config="auto"):
     if M == 0 or N == 0:
         return out
     if config == "auto":
-        config = None if _on_gpu(B.device) and configs.AUTOTUNE else configs.csr_bitmap_mm_default(N)
+        config = None if on_gpu(B.device) and configs.AUTOTUNE else configs.csr_bitmap_mm_default(N)
     tuner = _autotuner(N <= configs.CSR_BITMAP_MM_DECODE_N) if config is None else None
     max_split = config["SPLIT_K"] if config is not None else max(c.kwargs["SPLIT_K"] for c in tuner.configs)
     ws = torch.empty((max_split, M, N), dtype=torch.float32, device=B.device) if max_split > 1 else out
@@ -161,7 +148,7 @@ def _launch(crow, val, bitmap, B, bias, out, config="auto"):
         PRECISION=configs.FP32_INPUT_PRECISION if val.dtype == torch.float32 else None,
         # The interpreter's tl.dot multiplies bf16 bit patterns as integers; fp32 products of bf16 values are
         # exact, so widening first gives what the GPU's bf16 MMA (fp32 accumulation) computes.
-        UPCAST=not _on_gpu(B.device) and val.dtype == torch.bfloat16,
+        UPCAST=not on_gpu(B.device) and val.dtype == torch.bfloat16,
     )
 
     def grid(m):
@@ -173,12 +160,7 @@ def _launch(crow, val, bitmap, B, bias, out, config="auto"):
     else:
         tuner[grid](*args, **meta)
         split = tuner.best_config.kwargs["SPLIT_K"]
-    if split > 1:
-        total = ws[:split].sum(0)
-        if bias is not None:
-            total += bias.float()[:, None]
-        out.copy_(total)
-    return out
+    return finish_split_k(ws, split, bias, out)
 
 
 def _check(op, crow, col, val, bitmap, dense, name, K):
