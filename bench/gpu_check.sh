@@ -49,15 +49,15 @@
 # Device plan (H100, 30 min of device time, 10 min per command). Estimates per stage (EST below, seconds):
 # build 150 (nvcc for sm_90a only, csr_mm.cu the longest at ~1 min); test 300 (~1140 tests, ~350 Triton
 # compiles at ~0.4 s); memcheck 130 + racecheck 90 (about 25 s of start-up each under the sanitizer); bench_mm
-# 380 (120 cases x 6 methods, ~0.075 s per do_bench at rep 50 ms with L2 flushes, plus the bitmap kernel's
-# autotuning: 24 shapes x ~52 candidates timed over 100 ms each and ~320 compiles); bench_linear 80;
+# 320 (120 cases x 6 methods, ~0.075 s per do_bench at rep 50 ms with L2 flushes, plus the bitmap kernel's
+# autotuning: 24 shapes x 24-32 candidates timed over 25 ms each and ~250 compiles); bench_linear 80;
 # bench_semi24 40 (42 cases x 3 methods); tune_bsr 210 (48 shapes x ~21 candidates: ~380 compiles, ~1000
 # timings of 30 ms); bench_bsr 95 with the tuned table (192 cases x 3 methods). Three calls, back to back (run
 # with timeout_s=600), then give the machine back:
 #   1. (~8.3 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh info build test bench_semi24
-#   2. (~7.7 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh bench
+#   2. (~6.7 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh bench
 #   3. (~8.8 min) GPU_CHECK_BUDGET_S=540 bench/gpu_check.sh sanitize tune_bsr bench_bsr
-# About 25 min of commands: with the machine's start and the pauses between calls this uses nearly all of the
+# About 24 min of commands: with the machine's start and the pauses between calls this uses nearly all of the
 # 30 min, so make the calls without delay. A stage skipped for time (see the summary) goes first in the next
 # call; on a machine handed back between calls the next call builds again first (150 s).
 set -uo pipefail
@@ -93,7 +93,7 @@ RACECHECK_K="sanitizer_sweep or (semi24_mm_cuda and partial and not dtype0)"    
 SANITIZER=(compute-sanitizer --error-exitcode 99 --print-limit 20)
 
 # Seconds a stage needs; with GPU_CHECK_BUDGET_S, a stage is skipped when less than this is left.
-declare -A EST=([info]=10 [build]=150 [test]=300 [test_cpu]=90 [memcheck]=130 [racecheck]=90 [bench_mm]=380
+declare -A EST=([info]=10 [build]=150 [test]=300 [test_cpu]=90 [memcheck]=130 [racecheck]=90 [bench_mm]=320
                 [bench_linear]=80 [bench_semi24]=40 [tune_bsr]=210 [bench_bsr]=95 [tune]=110)
 
 # run NAME CMD...: runs CMD (a program, or a function of this script) with its output in $LOG/NAME.log and its
