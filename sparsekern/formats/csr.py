@@ -33,7 +33,7 @@ def row_order_of(crow: torch.Tensor) -> torch.Tensor:
     return torch.argsort(crow.diff(), descending=True, stable=True).to(crow.dtype)
 
 
-# Bitmap of the stored columns (the tensor-core kernel's index): one 32-bit word per (row, 32 columns), bit b of
+# Bitmap of the stored columns (the index the bitmap kernels read): one 32-bit word per (row, 32 columns), bit b of
 # word w set where column 32 w + b is stored. int32 words: bit 31 is the sign bit, read as unsigned by kernels.
 BITMAP_WORD_BITS = 32
 
@@ -178,7 +178,8 @@ class CSRMatrix(SparseMatrix):
     balance. It is computed from crow_indices unless given.
 
     `bitmap` (optional, (M, ceil(K / 32)) int32, see bitmap_of) marks the stored columns, 32 per word: with it,
-    csr_mm and sparse_linear may run on tensor cores (sparsekern.dispatch decides per call; fp16/bf16 on CUDA).
+    csr_mm and sparse_linear may run the bitmap kernels (sparsekern.dispatch decides per call: decode, N <= 4,
+    on the CPU; tensor cores on CUDA in fp16/bf16).
     It costs 1/8 byte per element of the (M, K) matrix and needs sorted, duplicate-free columns per row, which
     from_dense always produces. Build it with `bitmap=True` in from_dense / from_torch, or `with_bitmap()`.
 
@@ -226,7 +227,7 @@ class CSRMatrix(SparseMatrix):
     ):
         """Keeps the entries of W (M, K) that are nonzero or, with `mask`, where mask is True (explicit zeros
         included). `col_dtype=torch.int16` stores compact column indices (K <= 65536); `bitmap=True` adds the
-        tensor-core kernel's bitmap."""
+        bitmap (see the class)."""
         where = "CSRMatrix.from_dense"
         if W.dim() != 2:
             fail(where, ValueError, f"W must be 2-D, got shape {tuple(W.shape)}")
