@@ -46,7 +46,7 @@ def _popcount(x):
     x = x - ((x >> 1) & 0x55555555)
     x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
     x = (x + (x >> 4)) & 0x0F0F0F0F
-    return ((x * 0x01010101) >> 24).to(tl.int64)
+    return ((x * 0x01010101) >> 24).to(tl.int32)
 
 
 @triton.jit
@@ -82,23 +82,27 @@ def _csr_bitmap_mm_kernel(
         for w0 in range(0, w_begin, 32):
             ww = w0 + offs_w
             before = tl.load(word_rows[:, None] + ww[None, :], mask=row_ok[:, None] & (ww < w_begin)[None, :], other=0)
-            cursor += tl.sum(_popcount(before.to(tl.uint32, bitcast=True)), axis=1)
+            cursor += tl.sum(_popcount(before.to(tl.uint32, bitcast=True)), axis=1).to(tl.int64)
 
     bit = tl.arange(0, 32)
     one_bit = tl.full([32], 1, tl.uint32) << bit.to(tl.uint32)
+    below = one_bit - 1
+    # Each row's next value as a pointer, advanced per word: a value's address is then that pointer plus a 32-bit
+    # offset (one wide multiply-add) instead of 64-bit offset arithmetic per element.
+    row_vals = val_ptr + cursor
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for w in range(w_begin, w_end):
         word = tl.load(word_rows + w, mask=row_ok, other=0).to(tl.uint32, bitcast=True)
-        # A value's offset in its row is the popcount of the word's bits below it: thread-local (one popc per
-        # element), where a prefix sum across the tile would shuffle between threads.
         count = _popcount(word)
         # A word that would reach outside its row's values (only with unvalidated input) is dropped, so every
         # offset below lies in [crow[r], crow[r + 1]) and the per-element mask is the bit alone.
         word = tl.where((cursor >= 0) & (cursor + count <= end), word, 0)
+        # A value's offset from its row's next value is the popcount of the word's bits below it: thread-local
+        # (one popc per element), where a prefix sum across the tile would shuffle between threads.
         present = (word[:, None] & one_bit[None, :]) != 0
-        pos = cursor[:, None] + _popcount(word[:, None] & (one_bit[None, :] - 1))
-        a = tl.load(val_ptr + pos, mask=present, other=0.0)
+        a = tl.load(row_vals[:, None] + _popcount(word[:, None] & below[None, :]), mask=present, other=0.0)
         cursor += count
+        row_vals += count
         kk = w * 32 + bit
         b = tl.load(
             b_ptr + kk[:, None].to(tl.int64) * stride_bk + offs_n[None, :] * stride_bn,
