@@ -31,7 +31,7 @@ CSR_FLOPS = 2.0e13
 # Tensor-core fp16/bf16 rate reachable by a Triton tl.dot kernel at these tile sizes.
 TENSOR_FLOPS = 6.0e14
 # Integer instructions per second (132 SMs x 128 lanes x ~1.75 GHz), and instructions per expanded element: the
-# kernel's loop body for a (64, 32) tile with 4 warps is ~400 PTX instructions per thread (16 elements each:
+# kernel's loop body for a (64, 32) tile with 4 warps is ~380 PTX instructions per thread (16 elements each:
 # bit test, popcount, 64-bit offset, predicated load, the store that moves the tile to the MMA layout).
 INT_OPS = 3.0e13
 EXPAND_OPS = 24
