@@ -114,16 +114,37 @@ inline FV semi24_gather(const float* x, const IV& k) {
 }
 
 // One column (decode, N == 1): the per-slot broadcast-and-row-FMA form would use one lane of each vector, so
-// the loop runs along K instead. The 2-bit index of slot i of a k32 step is bits 2i+1..2i of the step's 32
+// the loop runs along K instead (AVX-512: by permutes of x in registers, see below). The 2-bit index of slot i of a k32 step is bits 2i+1..2i of the step's 32
 // nibble bits, so W slots at a time are a variable shift, a mask, a gather from B and one FMA with W
 // contiguous values. Full k32 steps only (returns how many groups it covered); the caller does the rest.
 inline int64_t semi24_gemv_rows(const float* __restrict values, int64_t ldv, const uint32_t* __restrict meta,
                                 int64_t KB, const float* __restrict B, int64_t ldb, int64_t K, float* __restrict out,
                                 int64_t ldo, int64_t r0, int64_t r1) {
   constexpr int W = kSemi24VecFloats;
+  const int64_t steps = K / 32;
+#if SK_ISA_AVX512
+  // B contiguous along K (always, for one column): a step's 32 x values fit two registers, and a two-source
+  // permute (vpermt2ps) picks each slot's x by its 5-bit position in place of a 16-lane gather from memory
+  // (vgatherdps: 16 loads). Two accumulators, alternating steps, so consecutive FMAs do not wait on each other.
+  if (ldb == 1) {
+    const __m512i slot_shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i slot_group = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+    const __m512i three = _mm512_set1_epi32(3);
+    for (int64_t m = r0; m < r1; ++m) {
+      __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int64_t kb = 0; kb < steps; ++kb) {
+        const __m512i bits = _mm512_set1_epi32(static_cast<int32_t>(semi24_step_bits(meta, KB, m, kb)));
+        const __m512i pos = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(bits, slot_shift), three), slot_group);
+        const __m512 x = _mm512_permutex2var_ps(_mm512_loadu_ps(B + 32 * kb), pos, _mm512_loadu_ps(B + 32 * kb + 16));
+        acc[kb & 1] = _mm512_fmadd_ps(_mm512_loadu_ps(values + m * ldv + 16 * kb), x, acc[kb & 1]);
+      }
+      out[m * ldo] += _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+    }
+    return 8 * steps;
+  }
+#endif
   semi24_ivec shift, group;
   for (int i = 0; i < W; ++i) shift[i] = 2 * i, group[i] = 4 * (i / 2);
-  const int64_t steps = K / 32;
   for (int64_t m = r0; m < r1; ++m) {
     semi24_vec acc = {};
     for (int64_t kb = 0; kb < steps; ++kb) {
