@@ -1,5 +1,6 @@
-"""The AVX2 and baseline CPU kernel variants, which a machine with AVX-512 never picks on its own: each op run in
-a subprocess with SPARSEKERN_CPU_ISA capping the choice (read once per process), against float64 references."""
+"""The AVX2 and baseline CPU kernel variants, which a machine with AVX-512 never picks on its own, run in
+subprocesses with SPARSEKERN_CPU_ISA capping the choice (read once per process): a quick check that the capped
+variant is the one running, then the CPU tests of every op file under it."""
 
 import os
 import subprocess
@@ -47,3 +48,15 @@ def test_cpu_kernel_variant(isa):
     run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == expected  # the capped variant is the one that ran
+
+
+@pytest.mark.parametrize("isa", ["avx2", "base"])
+def test_cpu_op_suites_under_variant(isa):
+    """The CPU tests of every op file, in a pytest subprocess that runs the capped variant (~12 s each)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = [os.path.join(here, f) for f in ("test_csr_mm.py", "test_csr_bitmap_mm.py", "test_bsr_mm.py",
+                                             "test_semi24_mm.py")]
+    env = {**os.environ, "SPARSEKERN_CPU_ISA": isa}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not triton and not cuda", *files]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(here))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
