@@ -3,7 +3,6 @@ dense reference, autograd, opcheck, torch.compile, and the errors bad input must
 
 import ast
 import importlib
-import inspect
 import os
 
 import pytest
@@ -560,7 +559,8 @@ _GPU_CONFIGS = [
 
 
 def _aot_case(arch, dtype, blocksize, block_n, split, num_warps, precision):
-    """The specialisation a real launch on 16-aligned shapes gets: unit inner strides, 16-divisible sizes."""
+    from triton_aot import launch_case
+
     from sparsekern._triton.bsr_mm import _bsr_mm_kernel
 
     bm, bk = blocksize
@@ -569,22 +569,8 @@ def _aot_case(arch, dtype, blocksize, block_n, split, num_warps, precision):
         BM=bm, BK=bk, BM_P2=p2(bm), BK_P2=p2(bk), HAS_BIAS=True, PRECISION=precision, UPCAST=False,
         BLOCK_N=block_n, SPLIT_K=split, stride_vk=1, stride_bn=1, stride_on=1,
     )
-    names = list(inspect.signature(_bsr_mm_kernel.fn).parameters)  # .fn: the Python function, jit or interpreted
-    signature = {}
-    for n in names:
-        if n in constexprs:
-            signature[n] = "constexpr"
-        elif n in ("crow_ptr", "col_ptr"):
-            signature[n] = "*i32"
-        elif n == "ws_ptr":
-            signature[n] = "*fp32"
-        elif n.endswith("_ptr"):
-            signature[n] = "*" + dtype
-        else:
-            signature[n] = "i32"
-    aligned = [n for n in names if signature[n] != "constexpr" and n != "n_bucket"]
-    return dict(arch=arch, signature=signature, constexprs=constexprs, aligned=aligned, num_warps=num_warps,
-                num_stages=3)
+    pointers = {"crow_ptr": "*i32", "col_ptr": "*i32", "ws_ptr": "*fp32"}
+    return launch_case(_bsr_mm_kernel, arch, dtype, constexprs, pointers, num_warps, unaligned=("n_bucket",))
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,12 @@
 encoding, every backend against a float64 dense reference, split-K, autograd, opcheck, torch.compile, the
 dispatch between the CSR kernels, and the errors bad input must raise."""
 
-import inspect
-
 import pytest
 import torch
 from conftest import DTYPES, assert_close, poison_cuda, random_sparse, requires_cuda  # noqa: F401
 
 import sparsekern as sk
 from sparsekern.dispatch import use_bitmap_kernel
-from sparsekern.formats.csr import bitmap_of
 
 
 def reference_mm(W, B):
@@ -352,24 +349,15 @@ _GPU_CONFIGS = [
 
 
 def _aot_case(arch, dtype, block_m, block_n, split, num_warps):
-    """The specialisation a real launch on 16-aligned shapes gets: unit inner strides, 16-divisible sizes."""
+    from triton_aot import launch_case
+
     from sparsekern._triton.csr_bitmap_mm import _csr_bitmap_mm_kernel
 
     constexprs = dict(HAS_BIAS=True, PRECISION=None, UPCAST=False, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT_K=split,
                       stride_bn=1, stride_on=1)
-    names = list(inspect.signature(_csr_bitmap_mm_kernel.fn).parameters)
     pointers = {"crow_ptr": "*i32", "bitmap_ptr": "*i32", "ws_ptr": "*fp32"}
-    signature = {}
-    for n in names:
-        if n in constexprs:
-            signature[n] = "constexpr"
-        elif n.endswith("_ptr"):
-            signature[n] = pointers.get(n, "*" + dtype)
-        else:
-            signature[n] = "i32"
-    aligned = [n for n in names if signature[n] != "constexpr" and n not in ("n_bucket", "nnz")]
-    return dict(arch=arch, signature=signature, constexprs=constexprs, aligned=aligned, num_warps=num_warps,
-                num_stages=3)
+    return launch_case(_csr_bitmap_mm_kernel, arch, dtype, constexprs, pointers, num_warps,
+                       unaligned=("n_bucket", "nnz"))
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +366,8 @@ def gpu_code():
     from triton_aot import compile_in_subprocess
 
     pytest.importorskip("triton.backends.nvidia")
-    return compile_in_subprocess("sparsekern._triton.csr_bitmap_mm", "_csr_bitmap_mm_kernel", [_aot_case(*c) for c in _GPU_CONFIGS])
+    cases = [_aot_case(*c) for c in _GPU_CONFIGS]
+    return compile_in_subprocess("sparsekern._triton.csr_bitmap_mm", "_csr_bitmap_mm_kernel", cases)
 
 
 @pytest.mark.triton

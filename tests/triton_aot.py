@@ -59,6 +59,27 @@ def main(spec: dict) -> list[dict]:
     return results
 
 
+def launch_case(kernel, arch: int, dtype: str, constexprs: dict, pointers: dict, num_warps: int,
+                unaligned: tuple = ()) -> dict:
+    """The case of `kernel` (a @triton.jit function) a real launch on 16-aligned shapes compiles: the given
+    constexprs (unit inner strides among them), pointers typed by `pointers` or else as `dtype` ("fp16", ...),
+    other arguments i32 and 16-divisible except those named in `unaligned`."""
+    import inspect
+
+    names = list(inspect.signature(kernel.fn).parameters)  # .fn: the Python function, jit or interpreted
+    signature = {}
+    for n in names:
+        if n in constexprs:
+            signature[n] = "constexpr"
+        elif n.endswith("_ptr"):
+            signature[n] = pointers.get(n, "*" + dtype)
+        else:
+            signature[n] = "i32"
+    aligned = [n for n in names if signature[n] != "constexpr" and n not in unaligned]
+    return dict(arch=arch, signature=signature, constexprs=constexprs, aligned=aligned, num_warps=num_warps,
+                num_stages=3)
+
+
 def compile_in_subprocess(module: str, kernel: str, cases: list[dict]) -> list[dict]:
     """main() run by a fresh interpreter without TRITON_INTERPRET; for the tests' module-scoped fixtures."""
     import subprocess

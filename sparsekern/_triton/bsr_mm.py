@@ -35,7 +35,6 @@ def _bsr_mm_kernel(
     BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     # n_bucket only keys the autotuner (batch sizes that share a config).
-    n_tiles = tl.cdiv(N, BLOCK_N)
     pid = tl.program_id(0)
     # Block rows vary fastest: programs running together share one BLOCK_N-wide strip of B in L2.
     mb = tl.cdiv(M, BM)

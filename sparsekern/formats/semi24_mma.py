@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from .semi24 import M_BLOCK, VALID_NIBBLES
+from .semi24 import VALID_NIBBLES
 
 LANES = torch.arange(32)
 G, T = LANES >> 2, LANES & 3
