@@ -119,6 +119,17 @@ def test_csr_bitmap_cpu_decode_kernel(dtype, K, sparsity):
         assert_close(y, x.double() @ W.double().T + bias.double(), dtype, k=K)
 
 
+@pytest.mark.parametrize("M,K,N", [(0, 5, 3), (4, 0, 3), (4, 0, 1), (4, 5, 0), (0, 0, 0)])
+def test_csr_bitmap_ops_zero_sized(M, K, N):
+    W = torch.randn(M, K)
+    A = sk.CSRMatrix.from_dense(W, bitmap=True)
+    B = torch.randn(K, N)
+    out = torch.ops.sparsekern.csr_bitmap_mm(*components(A), B)
+    assert out.shape == (M, N) and torch.equal(out, torch.zeros(M, N))
+    y = torch.ops.sparsekern.csr_bitmap_linear(B.t(), *components(A), None)
+    assert y.shape == (N, M) and torch.equal(y, torch.zeros(N, M))
+
+
 def test_csr_bitmap_cpu_rejects_a_bitmap_that_disagrees_with_crow():
     W = random_sparse(9, 70, 0.5)
     A = sk.CSRMatrix.from_dense(W, bitmap=True)
@@ -302,6 +313,16 @@ def test_triton_csr_bitmap_configs(config, index_dtype):
     x, bias = torch.randn(N, K, device=DEVICE), torch.randn(M, device=DEVICE)
     out = csr_bitmap_linear(x, *components(A), bias, config=_config(*config))
     assert_close(out, x.double() @ W.double().T + bias.double(), t, k=K)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("M,K,N", [(0, 5, 3), (4, 0, 3), (4, 0, 1), (4, 5, 0)])
+def test_triton_csr_bitmap_zero_sized(M, K, N):
+    from sparsekern._triton.csr_bitmap_mm import csr_bitmap_mm
+
+    A = sk.CSRMatrix.from_dense(torch.randn(M, K, device=DEVICE), bitmap=True)
+    out = csr_bitmap_mm(*components(A), torch.randn(K, N, device=DEVICE))
+    assert out.shape == (M, N) and not bool(out.ne(0).any())
 
 
 @pytest.mark.triton
