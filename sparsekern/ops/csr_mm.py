@@ -93,65 +93,57 @@ if _C is not None:
     # Autograd: csr_mm and csr_bitmap_mm (and the two linears) are the same function of (val, dense operand),
     # so they share one backward. The gradients run on the CSR components: Aᵀ has no bitmap.
 
-    def _mm_grads(ctx, crow, col, val, B, grad, val_index, B_index):
+    def _mm_grads(ctx, crow, col, val, B, grad, B_index):
         grad_val = grad_B = None
-        if ctx.needs_input_grad[val_index]:
+        if ctx.needs_input_grad[2]:
             grad_val = torch.ops.sparsekern.csr_sddmm(crow, col, grad, B)
         if ctx.needs_input_grad[B_index]:
             t_crow, t_col, t_val = csr_transpose(crow, col, val, B.shape[0])
             grad_B = torch.ops.sparsekern.csr_mm(t_crow, t_col, t_val, grad, row_order_of(t_crow))
         return grad_val, grad_B
 
-    def _linear_grads(ctx, x, crow, col, val, grad, val_index, bias_index):
+    def _linear_grads(ctx, x, crow, col, val, grad, bias_index):
         grad_x = grad_val = grad_bias = None
         if ctx.needs_input_grad[0]:
             # dx = grad @ A = grad @ (Aᵀ)ᵀ: csr_linear with the transpose's components.
             t_crow, t_col, t_val = csr_transpose(crow, col, val, x.shape[1])
             grad_x = torch.ops.sparsekern.csr_linear(grad, t_crow, t_col, t_val, None, row_order_of(t_crow))
-        if ctx.needs_input_grad[val_index]:
+        if ctx.needs_input_grad[3]:
             grad_val = torch.ops.sparsekern.csr_sddmm(crow, col, grad.t(), x.t())
         if ctx.needs_input_grad[bias_index]:
             grad_bias = grad.sum(0)
         return grad_x, grad_val, grad_bias
 
-    def _csr_mm_setup(ctx, inputs, output):
-        crow, col, val, B, _ = inputs
-        ctx.save_for_backward(crow, col, val, B)
+    # Argument positions: (crow, col, val) are 0-2 of every mm op and 1-3 of every linear (x at 0); the dense
+    # operand B, the bitmap, bias and row_order sit where each schema puts them.
+    def _mm_autograd(n_args: int, b_index: int):
+        def setup(ctx, inputs, output):
+            ctx.save_for_backward(*inputs[:3], inputs[b_index])
 
-    def _csr_mm_backward(ctx, grad):
-        grad_val, grad_B = _mm_grads(ctx, *ctx.saved_tensors, grad, 2, 3)
-        return None, None, grad_val, grad_B, None
+        def backward(ctx, grad):
+            grads = [None] * n_args
+            grads[2], grads[b_index] = _mm_grads(ctx, *ctx.saved_tensors, grad, b_index)
+            return tuple(grads)
 
-    def _csr_bitmap_mm_setup(ctx, inputs, output):
-        crow, col, val, _, B = inputs
-        ctx.save_for_backward(crow, col, val, B)
+        return backward, setup
 
-    def _csr_bitmap_mm_backward(ctx, grad):
-        grad_val, grad_B = _mm_grads(ctx, *ctx.saved_tensors, grad, 2, 4)
-        return None, None, grad_val, None, grad_B
+    def _linear_autograd(n_args: int, bias_index: int):
+        def setup(ctx, inputs, output):
+            ctx.save_for_backward(*inputs[:4])
 
-    def _csr_linear_setup(ctx, inputs, output):
-        x, crow, col, val, bias, _ = inputs
-        ctx.save_for_backward(x, crow, col, val)
+        def backward(ctx, grad):
+            grads = [None] * n_args
+            grads[0], grads[3], grads[bias_index] = _linear_grads(ctx, *ctx.saved_tensors, grad, bias_index)
+            return tuple(grads)
 
-    def _csr_linear_backward(ctx, grad):
-        grad_x, grad_val, grad_bias = _linear_grads(ctx, *ctx.saved_tensors, grad, 3, 4)
-        return grad_x, None, None, grad_val, grad_bias, None
+        return backward, setup
 
-    def _csr_bitmap_linear_setup(ctx, inputs, output):
-        x, crow, col, val, _, bias = inputs
-        ctx.save_for_backward(x, crow, col, val)
-
-    def _csr_bitmap_linear_backward(ctx, grad):
-        grad_x, grad_val, grad_bias = _linear_grads(ctx, *ctx.saved_tensors, grad, 3, 5)
-        return grad_x, None, None, grad_val, None, grad_bias
-
-    for _op, _bw, _setup in (
-        ("csr_mm", _csr_mm_backward, _csr_mm_setup),
-        ("csr_linear", _csr_linear_backward, _csr_linear_setup),
-        ("csr_bitmap_mm", _csr_bitmap_mm_backward, _csr_bitmap_mm_setup),
-        ("csr_bitmap_linear", _csr_bitmap_linear_backward, _csr_bitmap_linear_setup),
-    ):
+    for _op, (_bw, _setup) in {
+        "csr_mm": _mm_autograd(5, 3),  # (crow, col, val, B, row_order)
+        "csr_bitmap_mm": _mm_autograd(5, 4),  # (crow, col, val, bitmap, B)
+        "csr_linear": _linear_autograd(6, 4),  # (x, crow, col, val, bias, row_order)
+        "csr_bitmap_linear": _linear_autograd(6, 5),  # (x, crow, col, val, bitmap, bias)
+    }.items():
         torch.library.register_autograd(f"sparsekern::{_op}", _bw, setup_context=_setup)
 
     def _triton_csr_mm():
