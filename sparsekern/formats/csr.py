@@ -48,12 +48,11 @@ def _rows_of(crow: torch.Tensor, nnz: int) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(M, device=crow.device), crow.diff(), output_size=nnz)
 
 
-def check_sorted_columns(where: str, crow: torch.Tensor, col: torch.Tensor) -> None:
-    """Columns strictly increase within each row (sorted, no duplicates): what a bitmap can represent. Reads the
-    indices (a device sync on GPU)."""
-    nnz = col.numel()
-    if nnz < 2:
-        return
+def bitmap_of(where: str, crow: torch.Tensor, col: torch.Tensor, K: int) -> torch.Tensor:
+    """The (M, ceil(K / 32)) int32 bitmap of a CSR pattern (torch ops, any device). Rows must hold sorted,
+    distinct columns, what a bitmap can represent (ValueError from `where` otherwise; reads the indices, a
+    device sync on GPU). Distinct bits of a word add up to their OR, so one index_add builds every word."""
+    M, nnz = crow.numel() - 1, col.numel()
     rows, cols = _rows_of(crow, nnz), col_as_long(col)
     bad = (rows[1:] == rows[:-1]) & (cols[1:] <= cols[:-1])
     if bool(bad.any()):
@@ -61,17 +60,9 @@ def check_sorted_columns(where: str, crow: torch.Tensor, col: torch.Tensor) -> N
         fail(where, ValueError,
              f"a bitmap needs sorted, duplicate-free columns in every row, but col_indices[{j}] = {int(cols[j])} "
              f"follows {int(cols[j - 1])} in row {int(rows[j])}")
-
-
-def bitmap_of(crow: torch.Tensor, col: torch.Tensor, K: int) -> torch.Tensor:
-    """The (M, ceil(K / 32)) int32 bitmap of a CSR pattern whose rows have sorted, distinct columns (torch ops,
-    any device). Distinct bits of a word add up to their OR, so one index_add builds every word."""
-    M, nnz = crow.numel() - 1, col.numel()
     W = bitmap_words(K)
-    cols = col_as_long(col)
     words = torch.zeros(M * W, dtype=torch.int64, device=col.device)
-    words.index_add_(0, _rows_of(crow, nnz) * W + cols // BITMAP_WORD_BITS,
-                     torch.ones_like(cols) << (cols % BITMAP_WORD_BITS))
+    words.index_add_(0, rows * W + cols // BITMAP_WORD_BITS, torch.ones_like(cols) << (cols % BITMAP_WORD_BITS))
     words = torch.where(words >= 1 << 31, words - (1 << 32), words)  # the uint32 pattern as int32
     return words.to(torch.int32).view(M, W)
 
@@ -89,8 +80,7 @@ def check_bitmap(where: str, bitmap: torch.Tensor, crow: torch.Tensor, col: torc
     if bitmap.device != crow.device:
         fail(where, ValueError, f"bitmap must be on {crow.device}, got {bitmap.device}")
     if contents:
-        check_sorted_columns(where, crow, col)
-        if not torch.equal(bitmap, bitmap_of(crow, col, K)):
+        if not torch.equal(bitmap, bitmap_of(where, crow, col, K)):
             fail(where, ValueError, "bitmap does not match the stored columns")
 
 
@@ -267,9 +257,9 @@ class CSRMatrix(SparseMatrix):
         columns are not sorted and distinct."""
         if self.bitmap is not None:
             return self
-        check_sorted_columns("CSRMatrix.with_bitmap", self.crow_indices, self.col_indices)
+        bitmap = bitmap_of("CSRMatrix.with_bitmap", self.crow_indices, self.col_indices, self.shape[1])
         return CSRMatrix(self.crow_indices, self.col_indices, self.values, self.shape, row_order=self.row_order,
-                         bitmap=bitmap_of(self.crow_indices, self.col_indices, self.shape[1]), validate=False)
+                         bitmap=bitmap, validate=False)
 
     def to_torch(self) -> torch.Tensor:
         """A torch.sparse_csr tensor (compact columns are widened to crow's dtype: torch needs them equal)."""
