@@ -88,7 +88,8 @@ def _csr_bitmap_mm_kernel(
     one_bit = tl.full([32], 1, tl.uint32) << bit.to(tl.uint32)
     below = one_bit - 1
     # Each row's next value as a pointer, advanced per word: a value's address is then that pointer plus a 32-bit
-    # offset (one wide multiply-add) instead of 64-bit offset arithmetic per element.
+    # offset (one wide multiply-add) instead of 64-bit offset arithmetic per element. Kept beside `cursor` on
+    # purpose: deriving it from cursor every step compiled to 32 more instructions per thread (409 vs 377).
     row_vals = val_ptr + cursor
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for w in range(w_begin, w_end):
