@@ -13,7 +13,7 @@ GEMM's on tensor cores plus a bit expansion of every element per BLOCK_N-wide co
 estimated as the largest of its memory, arithmetic and instruction terms, and the smaller estimate wins.
 
 The rates below are estimates for an H100 SXM (a device copy measured at ~3.0 TB/s on the machines this project
-uses; the rest from datasheets and the kernels' instruction counts), not crossovers measured with these
+uses; the rest from datasheets and the kernel's compiled instruction counts), not crossovers measured with these
 kernels: `python -m sparsekern bench --preset gpu` times both kernels side by side (methods "sparsekern[csr]"
 and "sparsekern[bitmap]") so that measured crossovers can replace them. fp32 always takes the CUDA-core
 kernels, which compute in full fp32 (the tensor-core kernel would compute fp32 products as TF32).
@@ -30,12 +30,15 @@ HBM_BYTES_PER_S = 3.0e12
 CSR_FLOPS = 2.0e13
 # Tensor-core fp16/bf16 rate reachable by a Triton tl.dot kernel at these tile sizes.
 TENSOR_FLOPS = 6.0e14
-# Integer instructions per second (132 SMs x 128 lanes x ~1.75 GHz), and instructions per expanded element: the
-# kernel's loop body for a (64, 32) tile with 4 warps is ~380 PTX instructions per thread (16 elements each:
-# bit test, popcount, 64-bit offset, predicated load, the store that moves the tile to the MMA layout).
+# Instruction issue rate (132 SMs x 4 schedulers x 32 lanes x ~1.75 GHz, in lane-instructions per second) and the
+# tensor-core kernel's instructions per element of A per column tile: its main loop's SASS (sm_90, the Triton
+# kernel compiled ahead of time, counted with Triton's bundled cuobjdump, bench/NOTES.md) is 274 instructions
+# per thread for the 16 elements each thread expands per step with BLOCK (64, 16) and 4 warps (decode), 501 with
+# (128, 256) and 8 warps, the widest tile the autotuner may pick. Bit expansion, gathers, B's loads and the MMA
+# issue are all in those counts.
 INT_OPS = 3.0e13
-EXPAND_OPS = 24
-# The widest column tile the tensor-core kernel's autotuner may pick: the expansion is paid once per tile.
+LOOP_OPS_DECODE = 17
+LOOP_OPS_WIDE = 31
 BITMAP_MAX_BLOCK_N = 256
 
 
@@ -46,8 +49,8 @@ def csr_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
 
 def bitmap_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
     bytes_ = nnz * elt + M * K / 8 + (K + M) * N * elt
-    tiles = math.ceil(N / BITMAP_MAX_BLOCK_N)
-    return max(bytes_ / HBM_BYTES_PER_S, M * K * tiles * EXPAND_OPS / INT_OPS, 2 * M * K * N / TENSOR_FLOPS)
+    loop = M * K * LOOP_OPS_DECODE if N <= 16 else M * K * math.ceil(N / BITMAP_MAX_BLOCK_N) * LOOP_OPS_WIDE
+    return max(bytes_ / HBM_BYTES_PER_S, loop / INT_OPS, 2 * M * K * N / TENSOR_FLOPS)
 
 
 # CPU: N -> the least density at which the bitmap kernel beat the CSR kernel (Xeon Sapphire Rapids, AVX-512,

@@ -13,9 +13,9 @@ One program per (BLOCK_M rows, BLOCK_N columns[, K split]). Per word step it exp
 (BLOCK_M, 32) bit tile, turns each bit into its value's offset with a popcount of the bits below it (one popc per
 element, no shuffles between threads), gathers the values into a zero-filled tile in registers and multiplies it
 with the (32, BLOCK_N) tile of B by tl.dot in fp32 (tensor cores: wgmma on Hopper for 64-row tiles, mma.sync
-otherwise; fp32 operands as configs.FP32_INPUT_PRECISION). The expansion costs ~25 PTX instructions per tile
-element whatever the density (the loop body of a (64, 32) tile on 4 warps is ~380 per thread, the store that moves
-the tile to the MMA operand layout included): the price of tensor cores here. It wins over the CUDA-core kernels
+otherwise; fp32 operands as configs.FP32_INPUT_PRECISION). The loop costs ~17 SASS instructions per tile element
+at decode (BLOCK (64, 16)) and ~31 with 256-column tiles, whatever the density (bench/NOTES.md: the count, and why
+a CUDA C++ fragment-building kernel was not landed): the price of tensor cores here. It wins over the CUDA-core kernels
 where there are many nonzeros (low sparsity) or many columns to reuse each expanded tile for.
 
 Decode (N <= 16): ceil(M / BLOCK_M) programs are too few for the GPU, so SPLIT_K programs take contiguous word
