@@ -236,6 +236,17 @@ def test_cuda_unvalidated_garbage_does_not_fault():
 
 @requires_cuda
 @pytest.mark.cuda
+def test_cuda_sddmm_entries_without_rows_do_not_fault():
+    """Unvalidated crow = [0] with stored entries: G has no row to read, so every entry is 0 (not a read of G)."""
+    crow = torch.zeros(1, dtype=torch.int32, device="cuda")
+    col = torch.tensor([0, 1, 2], dtype=torch.int32, device="cuda")
+    out = torch.ops.sparsekern.csr_sddmm(crow, col, torch.empty(0, 4, device="cuda"), torch.randn(3, 4, device="cuda"))
+    torch.cuda.synchronize()
+    assert out.shape == (3,) and bool((out == 0).all())
+
+
+@requires_cuda
+@pytest.mark.cuda
 def test_cuda_backward_compact_and_sddmm():
     W, A = _matrix(40, 30, 0.7, torch.float32, compact=True)
     A.values.requires_grad_(True)
