@@ -247,6 +247,17 @@ def test_cuda_sddmm_entries_without_rows_do_not_fault():
 
 @requires_cuda
 @pytest.mark.cuda
+def test_cuda_linear_prefill_more_tiles_than_grid_y(poison_cuda):
+    """T past 65535 * 32 tokens: the x^T copy needs more T tiles than gridDim.y allows, so blocks loop over them
+    (T odd: a ragged last tile, zero padding up to the vector width)."""
+    T, K = 65535 * 32 + 2881, 8
+    W, A = _matrix(5, K, 0.4, torch.float16, compact=True)
+    x = torch.randn(T, K, device="cuda").half()
+    assert_close(sk.ops.sparse_linear(x, A), x.double() @ W.double().T, torch.float16, k=K)
+
+
+@requires_cuda
+@pytest.mark.cuda
 def test_cuda_backward_compact_and_sddmm():
     W, A = _matrix(40, 30, 0.7, torch.float32, compact=True)
     A.values.requires_grad_(True)
