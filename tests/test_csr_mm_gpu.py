@@ -236,6 +236,28 @@ def test_cuda_unvalidated_garbage_does_not_fault():
 
 @requires_cuda
 @pytest.mark.cuda
+def test_cuda_sddmm_entries_without_rows_do_not_fault():
+    """Unvalidated crow = [0] with stored entries: G has no row to read, so every entry is 0 (not a read of G)."""
+    crow = torch.zeros(1, dtype=torch.int32, device="cuda")
+    col = torch.tensor([0, 1, 2], dtype=torch.int32, device="cuda")
+    out = torch.ops.sparsekern.csr_sddmm(crow, col, torch.empty(0, 4, device="cuda"), torch.randn(3, 4, device="cuda"))
+    torch.cuda.synchronize()
+    assert out.shape == (3,) and bool((out == 0).all())
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_linear_prefill_more_tiles_than_grid_y(poison_cuda):
+    """T past 65535 * 32 tokens: the x^T copy needs more T tiles than gridDim.y allows, so blocks loop over them
+    (T odd: a ragged last tile, zero padding up to the vector width)."""
+    T, K = 65535 * 32 + 2881, 8
+    W, A = _matrix(5, K, 0.4, torch.float16, compact=True)
+    x = torch.randn(T, K, device="cuda").half()
+    assert_close(sk.ops.sparse_linear(x, A), x.double() @ W.double().T, torch.float16, k=K)
+
+
+@requires_cuda
+@pytest.mark.cuda
 def test_cuda_backward_compact_and_sddmm():
     W, A = _matrix(40, 30, 0.7, torch.float32, compact=True)
     A.values.requires_grad_(True)

@@ -53,6 +53,9 @@ at::Tensor csr_sddmm_cuda(const at::Tensor& crow, const at::Tensor& col, const a
   const int64_t M = crow.numel() - 1, K = B.size(0), N = G.size(1), nnz = col.numel();
   at::Tensor out = at::empty({nnz}, G.options());
   if (nnz == 0) return out;
+  // Stored entries without rows (crow = [0], unvalidated) have no G row to read: row_of would give row 0 of an
+  // empty G. They get 0, like out-of-range columns.
+  if (M == 0) return out.zero_();
   const c10::cuda::CUDAGuard guard(G.device());
   const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous();
   const dim3 block(kWarp, kWarpsPerBlock);
