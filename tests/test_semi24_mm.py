@@ -128,6 +128,16 @@ def test_constructor_rejects(mutate, exc, match):
         sk.Semi24Matrix(v, m, shape)
 
 
+def test_constructor_rejects_undefined_padding_rows():
+    """Rows past M in the last 32-row block reach mma.sp too (the CUDA kernels load whole blocks): zero-padded
+    metadata there (0b0000, undefined for the instruction) is refused, not only inside the shape."""
+    v, m, shape = _good()  # M = 40: rows 40..63 of block 1 are padding
+    nib = unpack_metadata(m, 64)
+    nib[45, 3] = 0
+    with pytest.raises(ValueError, match=r"Semi24Matrix: metadata of row 45 \(a padding row past M = 40.*0b0000"):
+        sk.Semi24Matrix(v, pack_metadata(nib), shape)
+
+
 def test_to_and_zero_sized():
     W = random_24(9, 12)
     A = sk.Semi24Matrix.from_dense(W).to(dtype=torch.bfloat16)
@@ -263,6 +273,17 @@ def test_decode_kernel_emulation(N):
     for (m, n), val in out.items():
         got[m, n] = val
     torch.testing.assert_close(got, W @ x.t())
+
+
+def test_simt_kernel_emulation():
+    """The fp32 CUDA kernel's metadata decoding (word 4g + 2*tile + half, half-word hi, nibble j) for every output
+    of a problem with a partial last 32-row block and a K tail inside the last k32 step."""
+    M, K, N = 40, 130, 3
+    A = sk.Semi24Matrix.from_dense(random_24(M, K, fill="partial"))
+    B = torch.randn(K, N, dtype=torch.float64)
+    v = A.values.double()
+    got = [[emu.simt_output(v, A.metadata, B, K, m, n) for n in range(N)] for m in range(M)]
+    torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), A.to_dense().double() @ B)
 
 
 # ---------------------------------------------------------------------------------------------- CPU kernel

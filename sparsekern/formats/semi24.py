@@ -138,12 +138,16 @@ def check_semi24(where: str, values: torch.Tensor, metadata: torch.Tensor, shape
         fail(where, ValueError, f"metadata must have shape {mshape}, got {tuple(metadata.shape)}")
     if not contents or M == 0:
         return
-    nib = unpack_metadata(metadata, M)
+    # All rows of the last 32-row block, not only those below M: the CUDA kernels feed the whole block's E words
+    # to mma.sp, where an unordered nibble (e.g. 0b0000 from zero-padded metadata) is undefined behaviour.
+    nib = unpack_metadata(metadata, metadata.shape[0] * M_BLOCK)
     bad = ~torch.isin(nib, torch.tensor(VALID_NIBBLES, device=nib.device))
     if bool(bad.any()):
         r, q = (int(i) for i in bad.nonzero()[0])
-        fail(where, ValueError, f"metadata of row {r}, group {q} is {int(nib[r, q]):#06b}, not an ordered index pair")
-    if Kp > K and bool((decode_groups(values, nib)[:, K:] != 0).any()):
+        pad = f" (a padding row past M = {M}: encode it as {EMPTY_NIBBLE:#06b})" if r >= M else ""
+        msg = f"metadata of row {r}{pad}, group {q} is {int(nib[r, q]):#06b}, not an ordered index pair"
+        fail(where, ValueError, msg)
+    if Kp > K and bool((decode_groups(values, nib[:M])[:, K:] != 0).any()):
         fail(where, ValueError, f"values in the padding columns (K >= {K}) must be zero")
 
 

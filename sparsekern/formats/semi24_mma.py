@@ -19,7 +19,8 @@ checked on a CPU (tests/test_semi24_mm.py) before any GPU runs them. Three layer
    register i; lane l receives row l/4, elements 2(l%4), 2(l%4)+1 (with .trans: column l/4, rows 2(l%4), +1).
 3. The kernel's addressing, mirrored from semi24_mm.cu (same names): shared-memory swizzles, which thread copies
    which 16-byte chunk, the per-lane ldmatrix row addresses, E-word offsets and the epilogue. `tc_block` and
-   `decode_block` run one thread block of each kernel through layers 1 and 2.
+   `decode_block` run one thread block of each kernel through layers 1 and 2; `simt_output` is the fp32 kernel's
+   per-output metadata decoding.
 
 Registers are modelled as (..., 32 lanes, n registers, 2 elements) float64 tensors (element 0 = low half).
 """
@@ -245,3 +246,26 @@ def decode_block(values, metadata, Bt, M: int, N: int, b_contig: int, mb: int, n
         for j in range(nt8):
             out.update(store_acc(total[i, j], m0 + i * 16, j * 8, M, N))
     return out
+
+
+def simt_output(values, metadata, B, K: int, m: int, n: int) -> float:
+    """semi24_simt_output (the fp32 CUDA kernel) for output (m, n) of A @ B, B (K, N): same index arithmetic."""
+    r = m & 31
+    g, hi, tile = r & 7, (r >> 3) & 1, r >> 4
+    KB = values.shape[1] * 2 // 32
+    words = (metadata.reshape(-1).to(torch.int64) & 0xFFFFFFFF).tolist()
+    base = (m >> 5) * KB * 32 + 4 * g + 2 * tile
+    v = values[m].tolist()
+    acc = 0.0
+    for kb in range(KB):
+        for half in range(2):
+            bits = words[base + kb * 32 + half] >> (16 * hi)
+            for j in range(4):
+                q = kb * 8 + half * 4 + j
+                nib = (bits >> (4 * j)) & 0xF
+                k0, k1 = 4 * q + (nib & 3), 4 * q + (nib >> 2)
+                if k0 < K:
+                    acc += v[2 * q] * float(B[k0, n])
+                if k1 < K:
+                    acc += v[2 * q + 1] * float(B[k1, n])
+    return acc
