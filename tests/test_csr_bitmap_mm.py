@@ -345,6 +345,21 @@ def test_triton_csr_bitmap_inconsistent_bitmap_stays_in_bounds():
 
 
 @pytest.mark.triton
+def test_triton_csr_bitmap_strided_components():
+    """A bitmap, values and bias that are strided views (the kernel indexes them as contiguous)."""
+    from sparsekern._triton.csr_bitmap_mm import csr_bitmap_linear
+
+    W = random_sparse(20, 70, 0.5, device=DEVICE)
+    A = sk.CSRMatrix.from_dense(W, bitmap=True)
+    bitmap = torch.stack([A.bitmap, ~A.bitmap], 1)[:, 0]
+    val = torch.stack([A.values, -A.values], 1)[:, 0]
+    bias = torch.randn(20, 2, device=DEVICE)[:, 1]
+    x = torch.randn(24, 70, device=DEVICE)
+    y = csr_bitmap_linear(x, A.crow_indices, A.col_indices, val, bitmap, bias, config=_config(16, 32, 1))
+    assert_close(y, x.double() @ W.double().T + bias.double(), triton_tol_dtype(torch.float32), k=70)
+
+
+@pytest.mark.triton
 def test_triton_csr_bitmap_launchers_reject():
     from sparsekern._triton.csr_bitmap_mm import csr_bitmap_linear, csr_bitmap_mm
 

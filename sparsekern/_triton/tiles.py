@@ -18,8 +18,9 @@ def store_tile(acc, rows, row_ok, offs_n, n_ok, split, M, N, bias_ptr, out_ptr, 
     if SPLIT_K == 1:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        # int64 columns: the Linear orientation writes through out.t() (stride_on = M), and T * M may pass 2^31.
         tl.store(
-            out_ptr + rows[:, None] * stride_om + offs_n[None, :] * stride_on,
+            out_ptr + rows[:, None] * stride_om + offs_n[None, :].to(tl.int64) * stride_on,
             acc.to(out_ptr.dtype.element_ty),
             mask=out_mask,
         )
