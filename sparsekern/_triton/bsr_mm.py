@@ -26,7 +26,9 @@ from . import configs
 from .tiles import finish_split_k, on_gpu, store_tile, time_candidate
 
 
-@triton.jit
+# Arguments that only bound loops or key the autotuner are not specialised on (value 1, divisibility by 16):
+# each specialisation is another compile of the same code, per matrix.
+@triton.jit(do_not_specialize=["n_bucket", "nblocks"])
 def _bsr_mm_kernel(
     crow_ptr, col_ptr, val_ptr, b_ptr, bias_ptr, out_ptr, ws_ptr,
     M, N, K, n_bucket, nblocks,

@@ -49,7 +49,8 @@ def _popcount(x):
     return ((x * 0x01010101) >> 24).to(tl.int32)
 
 
-@triton.jit
+# nnz and n_bucket only bound and key: not specialised on (see bsr_mm.py).
+@triton.jit(do_not_specialize=["nnz", "n_bucket"])
 def _csr_bitmap_mm_kernel(
     crow_ptr, val_ptr, bitmap_ptr, b_ptr, bias_ptr, out_ptr, ws_ptr,
     M, N, K, nnz, words, n_bucket,

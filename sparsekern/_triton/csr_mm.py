@@ -37,7 +37,8 @@ def _load_cols(col_ptr, offs, mask, K, COL16: tl.constexpr):
     return cols, mask & (cols >= 0) & (cols < K)
 
 
-@triton.jit
+# nnz only clamps the row pointers: not specialised on (each value class would be another compile).
+@triton.jit(do_not_specialize=["nnz"])
 def _csr_mm_rows_kernel(
     crow_ptr, col_ptr, val_ptr, order_ptr, b_ptr, bias_ptr, out_ptr,
     M, N, K, nnz,
@@ -73,7 +74,7 @@ def _csr_mm_rows_kernel(
     tl.store(out_ptr + m * stride_om + offs_n * stride_on, acc.to(out_ptr.dtype.element_ty), mask=n_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["nnz"])
 def _csr_mm_decode_kernel(
     crow_ptr, col_ptr, val_ptr, order_ptr, b_ptr, bias_ptr, out_ptr,
     M, N, K, nnz,

@@ -14,7 +14,7 @@ from ..formats.csr import COMPACT_COL_DTYPE
 from .csr_mm import _load_cols
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["nnz"])  # nnz only clamps the row pointers
 def _csr_sddmm_kernel(
     crow_ptr, col_ptr, g_ptr, b_ptr, out_ptr,
     N, K, nnz,
