@@ -389,7 +389,7 @@ def test_triton_bsr_split_k(monkeypatch, split, with_bias):
     from sparsekern._triton import bsr_mm as mod
     from sparsekern._triton import configs
 
-    monkeypatch.setattr(configs, "bsr_mm_default", lambda N, bm: {"BLOCK_N": 16, "SPLIT_K": split, "num_warps": 4, "num_stages": 2})
+    monkeypatch.setattr(configs, "bsr_mm_default", lambda N, bm, fp32: {"BLOCK_N": 16, "SPLIT_K": split, "num_warps": 4, "num_stages": 2})
     monkeypatch.setattr(configs, "AUTOTUNE", False)
     monkeypatch.setattr(configs, "BSR_MM_TUNED", {})
     M, K, N = 50, 150, 3

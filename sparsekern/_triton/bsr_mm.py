@@ -115,7 +115,7 @@ def _fixed_config(device: torch.device, M, K, N, bm, bk, dtype_name) -> dict | N
         cfg = configs.bsr_mm_tuned(torch.cuda.get_device_name(device), M, K, N, bm, bk, dtype_name)
         if cfg is not None or configs.AUTOTUNE:
             return cfg
-    return configs.bsr_mm_default(N, bm)
+    return configs.bsr_mm_default(N, bm, fp32=dtype_name == "float32")
 
 
 def _tile(b: int) -> int:

@@ -95,11 +95,15 @@ def bsr_mm_prune(configs, named_args, **kwargs):
     return kept or [min(configs, key=lambda c: (c.num_stages, c.kwargs["BLOCK_N"]))]
 
 
-def bsr_mm_default(N: int, bm: int) -> dict:
-    """The config used without autotuning (the interpreter, or a caller that asks for no tuning)."""
+def bsr_mm_default(N: int, bm: int, fp32: bool = False) -> dict:
+    """The config used without autotuning (the interpreter, or a caller that asks for no tuning). fp32 blocks of
+    128+ rows pipeline 2 stages, not 3: Triton 3.2 keeps 3 tile buffers for 3 stages on sm_90 (3 x 80 KiB, over
+    an H100's 227 KiB: the launch failed), while 3.6 and 3.9 compile 2 and 3 stages to the same buffers (2 on
+    sm_90, 1 on sm_80; checked by compiling ahead of time)."""
+    stages = 2 if fp32 and bm >= 128 else 3
     if N <= BSR_MM_DECODE_N:
-        return {"BLOCK_N": 16, "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}
-    return {"BLOCK_N": 64 if bm <= 64 else 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}
+        return {"BLOCK_N": 16, "SPLIT_K": 1, "num_warps": 4, "num_stages": stages}
+    return {"BLOCK_N": 64 if bm <= 64 else 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": stages}
 
 
 # GPU name (torch.cuda.get_device_name) -> {(M, K, n_bucket(N), bm, bk, dtype name): config dict as in
