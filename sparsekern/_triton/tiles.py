@@ -46,7 +46,7 @@ def on_gpu(device: torch.device) -> bool:
 def time_candidate(kernel_call, quantiles):
     """An autotune candidate's time over 25 ms of calls after 5 ms of warm-up (Triton's default: 100 and 25): with
     ~20-30 candidates per shape that keeps a shape's tuning to about a second plus the compiles, and a median of
-    25+ calls of kernels under 1 ms still ranks the candidates. Triton 3.2 ignores it (its default is used)."""
+    25+ calls of kernels under 1 ms still ranks the candidates."""
     from triton.testing import do_bench
 
     return do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
