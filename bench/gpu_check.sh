@@ -16,7 +16,8 @@
 #     memcheck      compute-sanitizer memcheck (PyTorch's caching allocator off, so out-of-tensor accesses are
 #                   reported): the CSR kernels' sweep of every instantiation, garbage and misaligned input; the 2:4
 #                   decode and tensor-core paths, unaligned operands, ragged shapes; the BSR Triton kernel on
-#                   padded non-power-of-two blocks, split-K, and 16 shapes x blocks at 10% density; the bitmap
+#                   padded non-power-of-two blocks, blocks over 128, bad row pointers, split-K, and 16 shapes x
+#                   blocks at 10% density (the Triton CSR kernels on bad row pointers too); the bitmap
 #                   Triton kernel on an inconsistent bitmap and 6 shapes
 #     racecheck     compute-sanitizer racecheck on the kernels that use shared memory: the CSR sweep, and the 2:4
 #                   fp16/bf16 kernels (cp.async rings, swizzled tiles, split-K reduction) on ragged shapes
@@ -85,9 +86,10 @@ built=0
 
 OP_TESTS=(tests/test_*mm*.py)
 # Sanitizer selections (pytest -k; parametrize ids dtype0/1/2 are float32/float16/bfloat16, conftest.DTYPES):
-MEMCHECK_K="sanitizer_sweep or garbage or misaligned or index_widths"                        # CSR: 9 tests
+MEMCHECK_K="sanitizer_sweep or garbage or misaligned or index_widths or clamps_row_pointers"  # CSR: 11 tests
 MEMCHECK_K+=" or semi24_decode_and_tc or semi24_cuda_unaligned or (semi24_mm_cuda and partial)"  # 2:4: 32
-MEMCHECK_K+=" or bsr_linear_and_padding or bsr_split_k or (bsr_mm_cuda and 0.1 and dtype1)"      # BSR: 29
+MEMCHECK_K+=" or bsr_linear_and_padding or bsr_split_k or (bsr_mm_cuda and 0.1 and dtype1)"      # BSR: 34
+MEMCHECK_K+=" or bsr_bad_row_pointers or bsr_blocks_over_128"
 MEMCHECK_K+=" or csr_bitmap_inconsistent_bitmap or (csr_bitmap_ops_cuda and 0.5 and dtype1)"    # bitmap: 7
 RACECHECK_K="sanitizer_sweep or (semi24_mm_cuda and partial and not dtype0)"                 # 1 + 14 tests
 SANITIZER=(compute-sanitizer --error-exitcode 99 --print-limit 20)

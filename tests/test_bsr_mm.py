@@ -344,6 +344,44 @@ def test_triton_bsr_linear_and_padding(dtype, blocksize, default_configs):
 
 
 @pytest.mark.triton
+@pytest.mark.parametrize("blocksize", [(256, 256), (160, 48), (32, 200)])
+def test_triton_bsr_blocks_over_128(blocksize, default_configs):
+    """A block side over 128 is covered by several 128-wide tiles (rows: programs; columns: a loop), padding
+    poisoned as above: one whole 256 x 256 tile would not fit an H100's shared memory (see _GPU_CONFIGS)."""
+    from sparsekern._triton.bsr_mm import bsr_linear, bsr_mm
+
+    M, K = 300, 290
+    W = random_block_sparse(M, K, blocksize, 0.7, torch.float16)
+    A = _padding_poisoned(W, blocksize).to(_device())
+    B = torch.randn(K, 40, dtype=torch.float16)
+    out = bsr_mm(A.crow_indices, A.col_indices, A.values, M, B.to(_device()))
+    assert_close(out.cpu(), reference_mm(W, B), torch.float16, k=K)
+    x = torch.randn(3, K, dtype=torch.float16)
+    y = bsr_linear(x.to(_device()), A.crow_indices, A.col_indices, A.values, M, None)
+    assert_close(y.cpu(), x.double() @ W.double().T, torch.float16, k=K)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("N", [3, 40])
+def test_triton_bsr_bad_row_pointers_and_strided_components(N, default_configs):
+    """Unvalidated row pointers outside [0, nblocks] are clamped to it (nothing outside the components is read:
+    here that leaves the valid matrix's product), and strided index and bias views are read correctly."""
+    from sparsekern._triton.bsr_mm import bsr_linear, bsr_mm
+
+    M, K = 40, 70
+    W = random_block_sparse(M, K, (16, 16), 0.5, device=_device())
+    A = sk.BSRMatrix.from_dense(W, (16, 16))
+    crow = A.crow_indices.clone()
+    crow[0], crow[-1] = -7, A.nblocks + 50
+    B = torch.randn(K, N, device=_device())
+    assert_close(bsr_mm(crow, A.col_indices, A.values, M, B), reference_mm(W, B), _tol_dtype(torch.float32), k=K)
+    col = torch.stack([A.col_indices, A.col_indices + 9], 1)[:, 0]
+    bias = torch.randn(M, 2, device=_device())[:, 1]
+    y = bsr_linear(B.t(), A.crow_indices, col, A.values, M, bias)
+    assert_close(y, (reference_mm(W, B) + bias.double()[:, None]).t(), _tol_dtype(torch.float32), k=K)
+
+
+@pytest.mark.triton
 @pytest.mark.parametrize("split", [2, 4])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_triton_bsr_split_k(monkeypatch, split, with_bias):
@@ -351,7 +389,7 @@ def test_triton_bsr_split_k(monkeypatch, split, with_bias):
     from sparsekern._triton import bsr_mm as mod
     from sparsekern._triton import configs
 
-    monkeypatch.setattr(configs, "bsr_mm_default", lambda N, bm: {"BLOCK_N": 16, "SPLIT_K": split, "num_warps": 4, "num_stages": 2})
+    monkeypatch.setattr(configs, "bsr_mm_default", lambda N, bm, fp32: {"BLOCK_N": 16, "SPLIT_K": split, "num_warps": 4, "num_stages": 2})
     monkeypatch.setattr(configs, "AUTOTUNE", False)
     monkeypatch.setattr(configs, "BSR_MM_TUNED", {})
     M, K, N = 50, 150, 3
@@ -555,22 +593,23 @@ _GPU_CONFIGS = [
     (90, "fp32", (128, 128), 64, 1, 8, "tf32"),
     (90, "fp16", (24, 40), 32, 1, 4, None),  # non-power-of-two block, padded in registers
     (80, "bf16", (16, 16), 32, 2, 4, None),
+    (90, "fp16", (256, 256), 32, 1, 4, None),  # blocks over 128: 128-wide tiles (a whole block: 288 KiB)
+    (90, "fp32", (256, 256), 16, 2, 4, "tf32"),
 ]
 
 
 def _aot_case(arch, dtype, blocksize, block_n, split, num_warps, precision):
     from triton_aot import launch_case
 
-    from sparsekern._triton.bsr_mm import _bsr_mm_kernel
+    from sparsekern._triton.bsr_mm import _bsr_mm_kernel, _tile
 
     bm, bk = blocksize
-    p2 = lambda b: max(16, 1 << (b - 1).bit_length())  # noqa: E731
     constexprs = dict(
-        BM=bm, BK=bk, BM_P2=p2(bm), BK_P2=p2(bk), HAS_BIAS=True, PRECISION=precision, UPCAST=False,
+        BM=bm, BK=bk, BM_P2=_tile(bm), BK_P2=_tile(bk), HAS_BIAS=True, PRECISION=precision, UPCAST=False,
         BLOCK_N=block_n, SPLIT_K=split, stride_vk=1, stride_bn=1, stride_on=1,
     )
     pointers = {"crow_ptr": "*i32", "col_ptr": "*i32", "ws_ptr": "*fp32"}
-    return launch_case(_bsr_mm_kernel, arch, dtype, constexprs, pointers, num_warps, unaligned=("n_bucket",))
+    return launch_case(_bsr_mm_kernel, arch, dtype, constexprs, pointers, num_warps, unaligned=("n_bucket", "nblocks"))
 
 
 @pytest.fixture(scope="module")

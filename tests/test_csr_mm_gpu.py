@@ -99,6 +99,39 @@ def test_triton_skips_out_of_range_order_entries(N):
     assert_close(out[keep], (W.double() @ B.double())[keep], torch.float32, k=12)
 
 
+@pytest.mark.triton
+@pytest.mark.parametrize("N", [4, 20])
+def test_triton_clamps_row_pointers(N):
+    """Unvalidated input: row pointers outside [0, nnz] are clamped to it, so the kernels read (and csr_sddmm
+    writes) nothing outside the components; here that gives the product of the valid matrix."""
+    from sparsekern._triton.csr_mm import csr_mm
+    from sparsekern._triton.csr_sddmm import csr_sddmm
+
+    W, A = _matrix(9, 12, 0.5, torch.float32)
+    crow = A.crow_indices.clone()
+    crow[0], crow[-1] = -40, A.nnz + 1000
+    B = torch.randn(12, N, device=DEVICE)
+    for order in (None, A.row_order):
+        assert_close(csr_mm(crow, A.col_indices, A.values, B, order), W.double() @ B.double(), torch.float32, k=12)
+    G = torch.randn(9, N, device=DEVICE)
+    ref = (G.double() @ B.double().T)[W != 0]
+    assert_close(csr_sddmm(crow, A.col_indices, G, B), ref, torch.float32, k=N)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("T", [3, 20])
+def test_triton_strided_components(T):
+    """1-D components and bias that are strided views (the kernels index them as contiguous)."""
+    from sparsekern._triton.csr_mm import csr_linear
+
+    W, A = _matrix(19, 37, 0.6, torch.float32)
+    val = torch.stack([A.values, -A.values], 1)[:, 0]
+    bias = torch.randn(19, 2, device=DEVICE)[:, 1]
+    x = torch.randn(T, 37, device=DEVICE)
+    y = csr_linear(x, A.crow_indices, A.col_indices, val, bias, A.row_order)
+    assert_close(y, x.double() @ W.double().T + bias.double(), torch.float32, k=37)
+
+
 # ---------------------------------------------------------------------------------------------- CUDA
 
 # Every CUDA kernel path: the default plan, then each kernel forced (see apply_override in csr_mm.cu).

@@ -3,8 +3,9 @@
 One program per (block row, BLOCK_N output columns[, split]): it walks the block row's stored blocks, loads each
 (bm, bk) block and the matching (bk, BLOCK_N) tile of B, and accumulates `tl.dot` products in fp32 (tensor cores;
 fp32 operands as TF32 by default, see configs.FP32_INPUT_PRECISION). Blocks that are not a power of two >= 16
-are padded to one in registers with masked loads; ragged M, K and N are masked, so the format's padding is
-never read as data, and an out-of-range block column (unvalidated input) reads zeros instead of faulting.
+are padded to one in registers with masked loads, and blocks over 128 are covered by 128-wide tiles; ragged M,
+K and N are masked, so the format's padding is never read as data, and an out-of-range block column or row
+pointer (unvalidated input) reads zeros instead of faulting.
 
 Decode regime (N <= 16): a block row is one program per 16 columns, too few to fill the GPU, so SPLIT_K
 programs share a block row's blocks (interleaved, for balance) and write fp32 partials that are summed after:
@@ -25,10 +26,12 @@ from . import configs
 from .tiles import finish_split_k, on_gpu, store_tile, time_candidate
 
 
-@triton.jit
+# Arguments that only bound loops or key the autotuner are not specialised on (value 1, divisibility by 16):
+# each specialisation is another compile of the same code, per matrix.
+@triton.jit(do_not_specialize=["n_bucket", "nblocks"])
 def _bsr_mm_kernel(
     crow_ptr, col_ptr, val_ptr, b_ptr, bias_ptr, out_ptr, ws_ptr,
-    M, N, K, n_bucket,
+    M, N, K, n_bucket, nblocks,
     stride_vb, stride_vm, stride_vk, stride_bk, stride_bn, stride_om, stride_on,
     BM: tl.constexpr, BK: tl.constexpr, BM_P2: tl.constexpr, BK_P2: tl.constexpr,
     HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
@@ -36,21 +39,32 @@ def _bsr_mm_kernel(
 ):
     # n_bucket only keys the autotuner (batch sizes that share a config).
     pid = tl.program_id(0)
+    # A block taller than its tile (bm > 128) is ROW_TILES programs, one per BM_P2 rows.
+    ROW_TILES = (BM + BM_P2 - 1) // BM_P2
     # Block rows vary fastest: programs running together share one BLOCK_N-wide strip of B in L2.
-    mb = tl.cdiv(M, BM)
-    i = (pid % mb).to(tl.int64)
+    mb = tl.cdiv(M, BM) * ROW_TILES
+    q = pid % mb
+    i = (q // ROW_TILES).to(tl.int64)
     pid_n = pid // mb
     split = tl.program_id(1)
 
-    offs_m = tl.arange(0, BM_P2)
-    offs_k = tl.arange(0, BK_P2)
+    offs_m = (q % ROW_TILES) * BM_P2 + tl.arange(0, BM_P2)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_in_block = offs_m < BM
     n_ok = offs_n < N
-    start = tl.load(crow_ptr + i).to(tl.int64)
-    end = tl.load(crow_ptr + i + 1).to(tl.int64)
+    # Clamped to the stored blocks: a row pointer out of [0, nblocks] (unvalidated input) reads nothing outside.
+    start = tl.maximum(tl.load(crow_ptr + i).to(tl.int64), 0)
+    end = tl.minimum(tl.load(crow_ptr + i + 1).to(tl.int64), nblocks)
+    # int64: x (T, K) read as B = xᵀ has stride_bn = K, and T * K may pass 2^31.
+    b_cols = offs_n[None, :].to(tl.int64) * stride_bn
+    # A block wider than its tile (bk > 128) is K_TILES steps of BK_P2 columns. One loop over (block, step)
+    # pairs, not a loop per block: the pipeline then buffers one tile per stage whatever bk is (an unrolled inner
+    # loop would buffer them all), and with K_TILES == 1 the index arithmetic folds away.
+    K_TILES = (BK + BK_P2 - 1) // BK_P2
     acc = tl.zeros([BM_P2, BLOCK_N], dtype=tl.float32)
-    for j in range(start + split, end, SPLIT_K):
+    for t in range(start * K_TILES + split, end * K_TILES, SPLIT_K):
+        j = t // K_TILES
+        offs_k = (t % K_TILES) * BK_P2 + tl.arange(0, BK_P2)
         c = tl.load(col_ptr + j).to(tl.int64)
         kk = c * BK + offs_k
         k_ok = (offs_k < BK) & (kk >= 0) & (kk < K)
@@ -59,11 +73,7 @@ def _bsr_mm_kernel(
             mask=m_in_block[:, None] & k_ok[None, :],
             other=0.0,
         )
-        b = tl.load(
-            b_ptr + kk[:, None] * stride_bk + offs_n[None, :] * stride_bn,
-            mask=k_ok[:, None] & n_ok[None, :],
-            other=0.0,
-        )
+        b = tl.load(b_ptr + kk[:, None] * stride_bk + b_cols, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -105,7 +115,14 @@ def _fixed_config(device: torch.device, M, K, N, bm, bk, dtype_name) -> dict | N
         cfg = configs.bsr_mm_tuned(torch.cuda.get_device_name(device), M, K, N, bm, bk, dtype_name)
         if cfg is not None or configs.AUTOTUNE:
             return cfg
-    return configs.bsr_mm_default(N, bm)
+    return configs.bsr_mm_default(N, bm, fp32=dtype_name == "float32")
+
+
+def _tile(b: int) -> int:
+    """A block side's register tile: padded to a power of two >= 16 (tl.dot's minimum), at most 128; a larger
+    block is covered by several tiles, since one 256 x 256 tile does not fit shared memory (on an H100 the
+    pipeline keeps two: 256 KiB in fp16, 512 KiB in fp32, against 227 KiB)."""
+    return min(128, max(16, triton.next_power_of_2(b)))
 
 
 def _launch(crow, col, val, M, B, bias, out, config="auto"):
@@ -118,17 +135,20 @@ def _launch(crow, col, val, M, B, bias, out, config="auto"):
     dtype_name = str(val.dtype).removeprefix("torch.")
     cfg = _fixed_config(B.device, M, K, N, bm, bk, dtype_name) if config == "auto" else config
     MB = crow.numel() - 1
+    # The kernel indexes these as contiguous (no-ops for a BSRMatrix); values and the dense operands go by strides.
+    crow, col = crow.contiguous(), col.contiguous()
+    bias = bias.contiguous() if bias is not None else None
     tuner = _autotuner(N <= configs.BSR_MM_DECODE_N) if cfg is None else None
     # Workspace for split-K partials: the config's split, or the largest split the autotuner may try.
     max_split = cfg["SPLIT_K"] if cfg is not None else max(c.kwargs["SPLIT_K"] for c in tuner.configs)
     ws = torch.empty((max_split, M, N), dtype=torch.float32, device=B.device) if max_split > 1 else out
     args = (
         crow, col, val, B, bias if bias is not None else val, out, ws,
-        M, N, K, configs.n_bucket(N),
+        M, N, K, configs.n_bucket(N), col.numel(),
         val.stride(0), val.stride(1), val.stride(2), B.stride(0), B.stride(1), out.stride(0), out.stride(1),
     )
     meta = dict(
-        BM=bm, BK=bk, BM_P2=max(16, triton.next_power_of_2(bm)), BK_P2=max(16, triton.next_power_of_2(bk)),
+        BM=bm, BK=bk, BM_P2=_tile(bm), BK_P2=_tile(bk),
         HAS_BIAS=bias is not None,
         PRECISION=configs.FP32_INPUT_PRECISION if val.dtype == torch.float32 else None,
         # The interpreter's tl.dot multiplies bf16 bit patterns as integers; fp32 products of bf16 values are
@@ -137,7 +157,7 @@ def _launch(crow, col, val, M, B, bias, out, config="auto"):
     )
 
     def grid(m):
-        return (MB * triton.cdiv(N, m["BLOCK_N"]), m["SPLIT_K"])
+        return (MB * triton.cdiv(bm, meta["BM_P2"]) * triton.cdiv(N, m["BLOCK_N"]), m["SPLIT_K"])
 
     if cfg is not None:
         _bsr_mm_kernel[grid(cfg)](*args, **meta, **cfg)

@@ -76,7 +76,10 @@ def _shared_bytes(device: torch.device) -> int:
 
 def bsr_mm_prune(configs, named_args, **kwargs):
     """Drops tiles far wider than N, register-heavy tiles with too few warps, and pipelines whose tile buffers
-    (at most num_stages - 1 of them) would not fit in shared memory."""
+    (estimated as num_stages - 1 of them) would not fit in shared memory. An estimate: compiled with Triton 3.6
+    and 3.9, sm_80 (mma.sync) keeps 1 buffer for num_stages 2 and 3 and 2 for 5, sm_90 with wgmma (64+ row
+    tiles) 2, 2 and 3; a candidate that still does not fit fails to compile, which the autotuner counts as
+    infinitely slow."""
     args = {**named_args, **kwargs}
     N, bm, bk, val = args["N"], args["BM_P2"], args["BK_P2"], args["val_ptr"]
     width = max(32, triton.next_power_of_2(N))
@@ -92,11 +95,15 @@ def bsr_mm_prune(configs, named_args, **kwargs):
     return kept or [min(configs, key=lambda c: (c.num_stages, c.kwargs["BLOCK_N"]))]
 
 
-def bsr_mm_default(N: int, bm: int) -> dict:
-    """The config used without autotuning (the interpreter, or a caller that asks for no tuning)."""
+def bsr_mm_default(N: int, bm: int, fp32: bool = False) -> dict:
+    """The config used without autotuning (the interpreter, or a caller that asks for no tuning). fp32 blocks of
+    128+ rows pipeline 2 stages, not 3: Triton 3.2 keeps 3 tile buffers for 3 stages on sm_90 (3 x 80 KiB, over
+    an H100's 227 KiB: the launch failed), while 3.6 and 3.9 compile 2 and 3 stages to the same buffers (2 on
+    sm_90, 1 on sm_80; checked by compiling ahead of time)."""
+    stages = 2 if fp32 and bm >= 128 else 3
     if N <= BSR_MM_DECODE_N:
-        return {"BLOCK_N": 16, "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}
-    return {"BLOCK_N": 64 if bm <= 64 else 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}
+        return {"BLOCK_N": 16, "SPLIT_K": 1, "num_warps": 4, "num_stages": stages}
+    return {"BLOCK_N": 64 if bm <= 64 else 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": stages}
 
 
 # GPU name (torch.cuda.get_device_name) -> {(M, K, n_bucket(N), bm, bk, dtype name): config dict as in

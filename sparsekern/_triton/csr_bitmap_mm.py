@@ -49,7 +49,8 @@ def _popcount(x):
     return ((x * 0x01010101) >> 24).to(tl.int32)
 
 
-@triton.jit
+# nnz and n_bucket only bound and key: not specialised on (see bsr_mm.py).
+@triton.jit(do_not_specialize=["nnz", "n_bucket"])
 def _csr_bitmap_mm_kernel(
     crow_ptr, val_ptr, bitmap_ptr, b_ptr, bias_ptr, out_ptr, ws_ptr,
     M, N, K, nnz, words, n_bucket,
@@ -105,8 +106,9 @@ def _csr_bitmap_mm_kernel(
         cursor += count
         row_vals += count
         kk = w * 32 + bit
+        # int64 offsets: x (T, K) read as B = xᵀ has stride_bn = K, and T * K may pass 2^31.
         b = tl.load(
-            b_ptr + kk[:, None].to(tl.int64) * stride_bk + offs_n[None, :] * stride_bn,
+            b_ptr + kk[:, None].to(tl.int64) * stride_bk + offs_n[None, :].to(tl.int64) * stride_bn,
             mask=(kk < K)[:, None] & n_ok[None, :],
             other=0.0,
         )
@@ -138,6 +140,9 @@ def _launch(crow, val, bitmap, B, bias, out, config="auto"):
     M = crow.numel() - 1
     if M == 0 or N == 0:
         return out
+    # The kernel indexes these as contiguous (no-ops for a CSRMatrix); the dense operands go by strides.
+    crow, val, bitmap = crow.contiguous(), val.contiguous(), bitmap.contiguous()
+    bias = bias.contiguous() if bias is not None else None
     if config == "auto":
         config = None if on_gpu(B.device) and configs.AUTOTUNE else configs.csr_bitmap_mm_default(N)
     tuner = _autotuner(N <= configs.CSR_BITMAP_MM_DECODE_N) if config is None else None

@@ -12,7 +12,7 @@ through out's strides into the (T, M) output):
 Both walk rows in `row_order` (rows sorted by length, longest first) when given, so a program's rows have
 similar lengths (the decode loop runs to the longest of them) and the heaviest rows start first. Compact
 (int16) column indices are read as unsigned. Out-of-range columns or order entries (only possible with
-unvalidated input) are masked, never dereferenced.
+unvalidated input) are masked, never dereferenced, and row pointers are clamped to [0, nnz].
 
 Linear orientation with T > 16: x is copied once into xᵀ (K, T) row-major, T*K elements, small next to the
 nnz*T multiply-adds, so that each stored entry gathers one contiguous row instead of T scattered elements.
@@ -37,10 +37,11 @@ def _load_cols(col_ptr, offs, mask, K, COL16: tl.constexpr):
     return cols, mask & (cols >= 0) & (cols < K)
 
 
-@triton.jit
+# nnz only clamps the row pointers: not specialised on (each value class would be another compile).
+@triton.jit(do_not_specialize=["nnz"])
 def _csr_mm_rows_kernel(
     crow_ptr, col_ptr, val_ptr, order_ptr, b_ptr, bias_ptr, out_ptr,
-    M, N, K,
+    M, N, K, nnz,
     stride_bk, stride_bn, stride_om, stride_on,
     HAS_ORDER: tl.constexpr, HAS_BIAS: tl.constexpr, COL16: tl.constexpr,
     BLOCK_NNZ: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -52,10 +53,11 @@ def _csr_mm_rows_kernel(
         m = i
     m_ok = (m >= 0) & (m < M)
     m = tl.where(m_ok, m, 0)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # int64: the Linear orientation writes through out.t() (stride_on = M), and T * M may pass 2^31.
+    offs_n = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     n_mask = offs_n < tl.where(m_ok, N, 0)  # a skipped row stores nothing
-    start = tl.load(crow_ptr + m).to(tl.int64)
-    end = tl.where(m_ok, tl.load(crow_ptr + m + 1).to(tl.int64), start)
+    start = tl.maximum(tl.load(crow_ptr + m).to(tl.int64), 0)
+    end = tl.where(m_ok, tl.minimum(tl.load(crow_ptr + m + 1).to(tl.int64), nnz), start)
     acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     for j0 in range(start, end, BLOCK_NNZ):
         offs_j = j0 + tl.arange(0, BLOCK_NNZ)
@@ -72,10 +74,10 @@ def _csr_mm_rows_kernel(
     tl.store(out_ptr + m * stride_om + offs_n * stride_on, acc.to(out_ptr.dtype.element_ty), mask=n_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["nnz"])
 def _csr_mm_decode_kernel(
     crow_ptr, col_ptr, val_ptr, order_ptr, b_ptr, bias_ptr, out_ptr,
-    M, N, K,
+    M, N, K, nnz,
     stride_bk, stride_bn, stride_om, stride_on,
     HAS_ORDER: tl.constexpr, HAS_BIAS: tl.constexpr, COL16: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_NNZ: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -88,8 +90,8 @@ def _csr_mm_decode_kernel(
         rows = offs_i
     r_mask = i_mask & (rows >= 0) & (rows < M)
     rows = tl.where(r_mask, rows, 0)
-    starts = tl.load(crow_ptr + rows, mask=r_mask, other=0).to(tl.int64)
-    ends = tl.load(crow_ptr + rows + 1, mask=r_mask, other=0).to(tl.int64)
+    starts = tl.maximum(tl.load(crow_ptr + rows, mask=r_mask, other=0).to(tl.int64), 0)
+    ends = tl.minimum(tl.load(crow_ptr + rows + 1, mask=r_mask, other=0).to(tl.int64), nnz)
     ends = tl.where(r_mask, ends, starts)
     offs_n = tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
@@ -118,9 +120,13 @@ def _launch(crow, col, val, B, bias, out, row_order):
     M, N = out.shape
     if M == 0 or N == 0:
         return out
+    # The kernels index these as contiguous (no-ops for a CSRMatrix); the dense operands go by strides.
+    crow, col, val = crow.contiguous(), col.contiguous(), val.contiguous()
+    row_order = row_order.contiguous() if row_order is not None else None
+    bias = bias.contiguous() if bias is not None else None
     args = (
         crow, col, val, row_order if row_order is not None else crow, B, bias if bias is not None else val, out,
-        M, N, B.shape[0],
+        M, N, B.shape[0], col.numel(),
         B.stride(0), B.stride(1), out.stride(0), out.stride(1),
     )
     flags = dict(HAS_ORDER=row_order is not None, HAS_BIAS=bias is not None, COL16=col.dtype == COMPACT_COL_DTYPE)

@@ -18,8 +18,9 @@ def store_tile(acc, rows, row_ok, offs_n, n_ok, split, M, N, bias_ptr, out_ptr, 
     if SPLIT_K == 1:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        # int64 columns: the Linear orientation writes through out.t() (stride_on = M), and T * M may pass 2^31.
         tl.store(
-            out_ptr + rows[:, None] * stride_om + offs_n[None, :] * stride_on,
+            out_ptr + rows[:, None] * stride_om + offs_n[None, :].to(tl.int64) * stride_on,
             acc.to(out_ptr.dtype.element_ty),
             mask=out_mask,
         )
@@ -45,7 +46,7 @@ def on_gpu(device: torch.device) -> bool:
 def time_candidate(kernel_call, quantiles):
     """An autotune candidate's time over 25 ms of calls after 5 ms of warm-up (Triton's default: 100 and 25): with
     ~20-30 candidates per shape that keeps a shape's tuning to about a second plus the compiles, and a median of
-    25+ calls of kernels under 1 ms still ranks the candidates. Triton 3.2 ignores it (its default is used)."""
+    25+ calls of kernels under 1 ms still ranks the candidates."""
     from triton.testing import do_bench
 
     return do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
