@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 import triton
 
+from ..dispatch import BITMAP_DECODE_N
+
 # fp32 operands of tl.dot run on tensor cores as TF32 (10-bit mantissa, fp32 accumulation: relative error ~1e-3,
 # like torch.backends.cuda.matmul.allow_tf32 = True). Set to "ieee" for full fp32 products (no tensor cores,
 # several times slower) or "tf32x3" (three TF32 products, close to fp32) before the first call.
@@ -134,7 +136,7 @@ if os.environ.get("SPARSEKERN_BSR_MM_TUNED"):
 
 # Decode regime (N <= 16): one 16-column tile, and ceil(M / BLOCK_M) row tiles split along K (SPLIT_K word
 # ranges, fp32 partials) so that an LLM layer (M ~ 4096) still gives every SM several programs.
-CSR_BITMAP_MM_DECODE_N = 16
+CSR_BITMAP_MM_DECODE_N = BITMAP_DECODE_N  # one threshold for the kernel and dispatch's cost model
 
 
 def csr_bitmap_mm_candidates(decode: bool) -> list[triton.Config]:
