@@ -1,11 +1,14 @@
-"""sparsekern: sparse GEMM kernels (CSR, BSR, 2:4) for PyTorch and the pruning layer that produces their
-formats."""
+"""sparsekern: sparse GEMM kernels (CSR, BSR, 2:4) for PyTorch, drop-in sparse modules, and the pruning layer
+that produces their formats."""
 
-from . import formats, ops, pruning
+from . import formats, nn, ops, pruning
 from .backends import backends
 from .formats import BSRMatrix, CSRMatrix, Semi24Matrix
+from .nn import SparseConv2d, SparseLinear, densify_, sparsify_
 from .report import report
+from .tuning import tune
 
 __version__ = "0.1.0"
 
-__all__ = ["BSRMatrix", "CSRMatrix", "Semi24Matrix", "backends", "formats", "ops", "pruning", "report"]
+__all__ = ["BSRMatrix", "CSRMatrix", "Semi24Matrix", "SparseConv2d", "SparseLinear", "backends", "densify_",
+           "formats", "nn", "ops", "pruning", "report", "sparsify_", "tune"]
