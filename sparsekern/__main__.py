@@ -1,7 +1,13 @@
-"""python -m sparsekern {info,bench}"""
+"""python -m sparsekern {info,bench,demo,tune}"""
 
 import json
 import sys
+
+USAGE = """usage: python -m sparsekern COMMAND [options]
+  info    which backends this install has
+  demo    prune real architectures, sparsify_ them, check and time them against dense (~2 min on 2 cores)
+  tune    measure this machine's sparse-vs-dense crossovers once and cache them for format="auto"
+  bench   the kernel microbenchmark (bench --help for its options)"""
 
 
 def main(argv=None) -> int:
@@ -16,7 +22,16 @@ def main(argv=None) -> int:
         from .bench import main as bench_main
 
         return bench_main(rest)
-    print("usage: python -m sparsekern {info,bench} [options]   (bench --help for its options)", file=sys.stderr)
+    if cmd == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(rest)
+    if cmd == "tune":
+        from .tuning import tune
+
+        tune(device=rest[0] if rest else "cpu")
+        return 0
+    print(USAGE, file=sys.stderr)
     return 2
 
 

@@ -138,12 +138,13 @@ class SparseWeight(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         where = f"{self._where}.load_state_dict"
+        what = prefix.rstrip(".") or "the module"
         extra = state_dict.get(prefix + "_extra_state")
         fmt, shape = (extra["format"], tuple(extra["shape"])) if extra is not None else (self._format, self._shape)
         if fmt not in FORMATS:
-            fail(where, ValueError, f"unknown format {fmt!r} in {prefix}_extra_state")
+            fail(where, ValueError, f"{what}: unknown format {fmt!r} in the state_dict")
         if shape != self._shape:
-            fail(where, ValueError, f"{prefix}: the weight is {self._shape}, the state_dict's is {shape}")
+            fail(where, ValueError, f"{what}: the weight is {self._shape}, the state_dict's is {shape}")
         names = ("values", *_BUFFERS[fmt])
         incoming = {n: state_dict[prefix + f"weight_{n}"] for n in names if prefix + f"weight_{n}" in state_dict}
         required = [n for n in names if n not in _OPTIONAL]
@@ -153,7 +154,7 @@ class SparseWeight(nn.Module):
             try:
                 build(fmt, shape, comps, validate=True)
             except (TypeError, ValueError, IndexError) as e:
-                fail(where, ValueError, f"{prefix}: the state_dict's weight components are invalid: {e}")
+                fail(where, ValueError, f"{what}: the state_dict's weight components are invalid: {e}")
             # Re-shape this module's components to the incoming ones; super() then copies them in place.
             requires_grad = self.weight_values.requires_grad
             self._set_matrix(build(fmt, shape, {n: torch.empty_like(t) for n, t in comps.items()} | (

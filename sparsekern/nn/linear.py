@@ -76,6 +76,17 @@ class SparseLinear(SparseWeight):
 
         return sparse_linear(x, self.matrix(), self.bias)
 
+    def kernel(self, n_tokens: int) -> str:
+        """The op that computes this layer for `n_tokens` rows of input (sparsekern.explain says why)."""
+        if self._format == "dense":
+            return "F.linear"
+        if self._format == "csr":
+            from ..dispatch import use_bitmap_kernel
+
+            A = self.matrix()
+            return "csr_bitmap_linear" if use_bitmap_kernel(A, n_tokens, A.device) else "csr_linear"
+        return {"bsr": "bsr_linear", "2:4": "semi24_linear"}[self._format]
+
     def to_dense_module(self) -> nn.Linear:
         """An nn.Linear computing the same function (weights copied)."""
         lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
