@@ -166,7 +166,7 @@ class SparseWeight(nn.Module):
                                       error_msgs)
 
 
-def to_format(where: str, W: torch.Tensor, fmt: str, mask: torch.Tensor | None = None, blocksize=None,
+def weight_in_format(where: str, W: torch.Tensor, fmt: str, mask: torch.Tensor | None = None, blocksize=None,
               bitmap: bool = False):
     """W (M, K) dense, kept where `mask` is True (where W != 0 without one), in format `fmt`.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import tuning
+from ..pruning.masks import group_sum, is_nm
 
 # A sparse format must be predicted at least this much faster than dense at every token count. The tables'
 # points are medians of 5 calls on a noisy 2-core VM, where the same call varies by ~5-10% between runs.
@@ -40,19 +41,9 @@ def kept(W: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (W != 0) if mask is None else mask.to(device=W.device, dtype=torch.bool)
 
 
-def is_24(keep: torch.Tensor) -> bool:
-    """At most 2 kept in every aligned group of 4 along K (a ragged last group counts its columns)."""
-    M, K = keep.shape
-    pad = (-K) % 4
-    k = torch.nn.functional.pad(keep, (0, pad)) if pad else keep
-    return bool((k.view(M, -1, 4).sum(-1) <= 2).all())
-
-
 def block_density(keep: torch.Tensor, b: int) -> float:
     """The fraction of (b, b) blocks (edges padded) holding a kept element."""
-    M, K = keep.shape
-    k = torch.nn.functional.pad(keep, (0, (-K) % b, 0, (-M) % b))
-    blocks = k.view(k.shape[0] // b, b, k.shape[1] // b, b).any(dim=(1, 3))
+    blocks = group_sum(keep.to(torch.int64), (b, b)) > 0
     return float(blocks.float().mean()) if blocks.numel() else 1.0
 
 
@@ -62,7 +53,7 @@ def candidates(keep: torch.Tensor) -> dict[str, float]:
     for b in tuning.BSR_BLOCKS:
         if min(keep.shape) >= b:
             out[f"bsr{b}"] = block_density(keep, b)
-    if keep.numel() and is_24(keep):
+    if keep.numel() and is_nm(keep, 2, 4):
         out["2:4"] = 0.5
     return out
 
@@ -89,9 +80,8 @@ def choose(W: torch.Tensor, mask: torch.Tensor | None = None, n_tokens=None, kin
     tab, source = tuning.table(W.device)
     if tab is None:
         return Decision("dense", None, f"dense: {source}")
-    cands = candidates(keep)
-    if allowed is not None:
-        cands = {c: d for c, d in cands.items() if c in allowed}
+    # A format the table did not measure is never predicted, so never picked.
+    cands = {c: d for c, d in candidates(keep).items() if c in tab["speedup"] and (allowed is None or c in allowed)}
     predicted = {c: min(tuning.speedup(tab, c, d, n) for n in tokens) for c, d in cands.items()}
     shown = ", ".join(f"{c} {s:.2f}x" for c, s in sorted(predicted.items(), key=lambda kv: -kv[1]))
     where = f"N={'/'.join(map(str, tokens))}, {source}"

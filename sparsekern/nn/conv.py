@@ -12,7 +12,7 @@ from torch import nn
 
 from .._checks import fail
 from . import auto
-from ._weight import SparseWeight, format_of, to_format
+from ._weight import SparseWeight, format_of, weight_in_format
 
 
 class SparseConv2d(SparseWeight):
@@ -47,7 +47,7 @@ class SparseConv2d(SparseWeight):
             format, blocksize = decision.format, decision.blocksize
         else:
             decision = None
-        module = cls(to_format(where, W, format, m2, blocksize), conv.bias, conv.in_channels, conv.kernel_size,
+        module = cls(weight_in_format(where, W, format, m2, blocksize), conv.bias, conv.in_channels, conv.kernel_size,
                      conv.stride, conv.padding, conv.dilation, conv.groups)
         module.decision = decision
         return module

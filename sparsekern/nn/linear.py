@@ -8,7 +8,7 @@ from torch import nn
 
 from .._checks import fail
 from . import auto
-from ._weight import SparseWeight, format_of, to_format
+from ._weight import SparseWeight, format_of, weight_in_format
 
 
 class SparseLinear(SparseWeight):
@@ -56,7 +56,7 @@ class SparseLinear(SparseWeight):
             format, blocksize = decision.format, decision.blocksize
         else:
             decision = None
-        module = cls(to_format(where, W, format, mask, blocksize, bitmap=auto.wants_bitmap(W, mask, format)),
+        module = cls(weight_in_format(where, W, format, mask, blocksize, bitmap=auto.wants_bitmap(W, mask, format)),
                      linear.bias)
         module.decision = decision
         return module
