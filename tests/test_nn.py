@@ -142,7 +142,7 @@ def test_compile_and_export():
     torch.testing.assert_close(exported.module()(x), model(x))
 
 
-def test_transformer_encoder_sparsified():
+def test_transformer_encoder_sparsified(monkeypatch):
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0, batch_first=True)
     enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
@@ -154,8 +154,13 @@ def test_transformer_encoder_sparsified():
     assert sorted(swapped) == sorted(f"layers.{i}.linear{j}" for i in range(2) for j in (1, 2))
     enc.eval()
     x = torch.randn(2, 5, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(enc(x), ref(x), rtol=1e-5, atol=1e-5)
+    fused, fwd = [], torch._transformer_encoder_layer_fwd
+    monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd", lambda *a: fused.append(1) or fwd(*a))
+    with torch.no_grad():  # eval + no_grad: where the fused dense fast path would bypass the sparse kernels
+        expected = ref(x)
+        assert len(fused) == 2  # the dense model takes it
+        torch.testing.assert_close(enc(x), expected, rtol=1e-5, atol=1e-5)
+    assert len(fused) == 2  # the sparsified one does not
     # MultiheadAttention reads out_proj.weight: a SparseLinear there still computes the right thing
     mha = nn.MultiheadAttention(32, 4, batch_first=True)
     ref_out = mha(x, x, x)[0]

@@ -210,7 +210,13 @@ def sparsify_(model: nn.Module, format: str = "auto", filter_fn: Callable[[str, 
                 new._forward_pre_hooks[hid] = hook
         new._forward_hooks.update(mod._forward_hooks)
         parent_name, _, attr = name.rpartition(".")
-        setattr(modules[parent_name] if parent_name else model, attr, new)
+        parent = modules[parent_name] if parent_name else model
+        setattr(parent, attr, new)
+        if isinstance(parent, nn.TransformerEncoderLayer) and parent.activation_relu_or_gelu:
+            # Its fused inference path (torch._transformer_encoder_layer_fwd) reads linear1/linear2.weight as
+            # dense tensors, so no sparse kernel would run; this flag gates only that path.
+            parent.activation_relu_or_gelu = 0
+            log.info("sparsify_: %s: TransformerEncoderLayer's fused dense fast path turned off", parent_name)
         swapped += 1
         log.info("sparsify_: %s -> %s (%s)", name, new.format,
                  new.decision.reason if getattr(new, "decision", None) else f"format={format!r}")
