@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The project's two commands:
-#   ./run.sh bench [options]   benchmark sparse vs dense on the default shapes (python -m sparsekern bench)
+# The project's commands:
+#   ./run.sh demo [options]     prune real architectures, sparsify_ them, check and time against dense
 #   ./run.sh test [pytest args] the test suite
+#   ./run.sh bench [options]    the kernel microbenchmark (python -m sparsekern bench; --modules for the modules)
+#   ./run.sh tune               measure this machine's crossovers for format="auto" (python -m sparsekern tune)
 # Each creates or reuses a virtual environment (.venv, or $SPARSEKERN_VENV), installs what is missing, and
 # rebuilds the extension when its sources changed. A torch already installed on the machine (a CUDA build on
 # a GPU machine, say) is reused; otherwise the CPU build torch==2.13.0 is installed.
@@ -36,6 +38,6 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   test) setup; exec "$PY" -m pytest -q "$@" ;;
-  bench) setup; exec "$PY" -m sparsekern bench "$@" ;;
-  *) echo "usage: ./run.sh {test|bench} [args]" >&2; exit 2 ;;
+  bench | demo | tune) setup; exec "$PY" -m sparsekern "$cmd" "$@" ;;
+  *) echo "usage: ./run.sh {demo|test|bench|tune} [args]" >&2; exit 2 ;;
 esac
