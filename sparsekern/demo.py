@@ -103,10 +103,14 @@ def _prune(model: nn.Module, how: str) -> nn.Module:
     return remove(model)
 
 
-def _case(name: str, dense: nn.Module, how: str, x: torch.Tensor, repeats: int, show_report: bool) -> dict:
+def _case(name: str, dense: nn.Module, how: str, x: torch.Tensor, repeats: int, show_report: bool,
+          format: str = "auto") -> dict:
     ref = _prune(dense, how)
     t0 = time.perf_counter()
-    sparse = sparsify_(copy.deepcopy(ref), example_inputs=x) if how != "channels" else ref
+    blocksize = (32, 32) if format == "bsr" else None
+    sparse = (ref if how == "channels" else
+              sparsify_(copy.deepcopy(ref), format, example_inputs=x if format == "auto" else None, blocksize=blocksize,
+                        filter_fn=lambda n, m: m.weight.shape[1] > 3))
     t_sparsify = time.perf_counter() - t0
     with torch.no_grad():
         y, y_ref = sparse(x), ref(x)
