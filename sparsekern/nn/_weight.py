@@ -115,8 +115,9 @@ class SparseWeight(nn.Module):
 
     @property
     def nnz(self) -> int:
-        """Stored weights that are nonzero (explicit zeros inside stored blocks or 2:4 groups not counted)."""
-        return int((self.dense_weight_2d() != 0).sum())
+        """Nonzero weights (explicit zeros in stored entries, blocks or 2:4 groups not counted). Every format keeps
+        each weight in at most one value slot and zeros in its padding, so this reads only the values."""
+        return int((self.weight_values != 0).sum())
 
     @property
     def sparsity(self) -> float:
