@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._checks import check_int
 from .pruning.interop import effective_weight
 from .pruning.layers import eval_mode, prunable_layers
 
@@ -74,6 +75,8 @@ def report(model: nn.Module, example_input, *, latency: bool = False, repeats: i
     latency=True also times each layer alone on the input it received: the median of `repeats` calls after a
     warm-up, in ms (synchronising CUDA when the input is on a GPU); a layer called several times is timed per
     call and summed."""
+    if latency:
+        check_int("sparsekern.report", repeats, "repeats", 1)
     layers = prunable_layers(model)
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     # per call: (output positions = output elements per output channel, the inputs when timing)
