@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._checks import check_int
 from .pruning.interop import effective_weight
 from .pruning.layers import eval_mode, prunable_layers
 
@@ -122,8 +123,8 @@ def report(model: nn.Module, example_input, *, latency: bool = False, repeats: i
     warm-up, in ms, synchronising CUDA when the input is on a GPU; a layer called several times is timed per
     call and summed), each sparse layer's dense equivalent on the same input, and the whole model against a dense
     copy of it (`Report.speedup`)."""
-    if repeats < 1:
-        raise ValueError(f"sparsekern.report: repeats must be >= 1, got {repeats}")
+    if latency:
+        check_int("sparsekern.report", repeats, "repeats", 1)
     layers = _layers(model)
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     # per call: (output positions = output elements per output channel, the inputs when timing)

@@ -10,6 +10,19 @@ if not torch.cuda.is_available():
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
+# Hypothesis profiles of the property tests (tests/test_properties.py): "ci" (few examples, so the suite stays
+# in CI's time budget) is the default where CI is set, "dev" (more examples) elsewhere; HYPOTHESIS_PROFILE picks
+# one explicitly. Derandomised in CI, so a CI failure reproduces.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # only the property tests need it (run.sh installs it)
+    pass
+else:
+    _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("ci", max_examples=12, derandomize=True, print_blob=True, **_common)
+    settings.register_profile("dev", max_examples=150, **_common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
 
 def tol(dtype, k: int = 1):
     """(rtol, atol) against a float64 reference, for a sum of k products accumulated in fp32."""

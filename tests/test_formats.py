@@ -74,7 +74,7 @@ def _components():
         (lambda c, i, v: (c.float(), i, v), TypeError, "int32 or int64"),
         (lambda c, i, v: (c, i.long(), v), TypeError, "dtype of crow_indices"),
         (lambda c, i, v: (c, i, v.double()), TypeError, "float32, float16 or bfloat16"),
-        (lambda c, i, v: (c, i, v[:2]), ValueError, "differ in length"),
+        (lambda c, i, v: (c, i, v[:2]), ValueError, "must have the same length"),
         (lambda c, i, v: (c[:2], i, v), ValueError, "M \\+ 1"),
         (lambda c, i, v: (c.view(1, -1), i, v), ValueError, "1-D"),
     ],

@@ -60,11 +60,74 @@ void csr_bitmap_into(const char* op, const at::Tensor& crow, const at::Tensor& v
   });
 }
 
+// Whether row m of (crow, col, bitmap) is one pattern: its columns lie in [0, K), increase strictly and are set
+// in the bitmap, and the row's words hold no other bit.
+template <typename index_t, typename col_t>
+bool bitmap_row_matches(const index_t* crow, const col_t* col, const uint32_t* words_p, int64_t words, int64_t K,
+                        int64_t m) {
+  const uint32_t* w = words_p + m * words;
+  int64_t prev = -1;
+  for (int64_t j = crow[m]; j < crow[m + 1]; ++j) {
+    const int64_t c = static_cast<int64_t>(col[j]);
+    if (c <= prev || c >= K || !((w[c >> 5] >> (c & 31)) & 1u)) return false;
+    prev = c;
+  }
+  int64_t bits = 0;
+  for (int64_t k = 0; k < words; ++k) bits += __builtin_popcount(w[k]);
+  return bits == static_cast<int64_t>(crow[m + 1] - crow[m]);
+}
+
+// The bitmap ops read the bitmap for N <= kBitmapMaxN and col_indices above it, so both must describe one
+// pattern or the answer would depend on N: checked for every N, with the wording of the Python checks
+// (sparsekern/formats/csr.py). It reads col once more (4 bytes, or 2 for compact columns, per stored entry)
+// next to the kernel's value and bitmap reads; bench/NOTES.md has the measured cost.
+template <typename index_t, typename col_t>
+void check_bitmap_columns(const char* op, const index_t* crow, const col_t* col, const uint32_t* bitmap_p,
+                          int64_t M, int64_t words, int64_t K) {
+  std::atomic<int64_t> bad_row{M};
+  parallel_over_rows(crow, M, [&](int64_t r0, int64_t r1) {
+    for (int64_t m = r0; m < r1; ++m) {
+      if (!bitmap_row_matches(crow, col, bitmap_p, words, K, m)) {
+        int64_t seen = bad_row.load();
+        while (m < seen && !bad_row.compare_exchange_weak(seen, m)) {
+        }
+        return false;
+      }
+    }
+    return true;
+  });
+  const int64_t m = bad_row.load();
+  if (m == M) return;
+  int64_t prev = -1;
+  for (int64_t j = crow[m]; j < crow[m + 1]; ++j) {
+    const int64_t c = static_cast<int64_t>(col[j]);
+    SK_CHECK_INDEX(c >= 0 && c < K, op, "col_indices[", j, "] = ", c, " is out of range for K = ", K);
+    SK_CHECK_VALUE(c > prev, op, "a bitmap needs sorted, duplicate-free columns in every row, but col_indices[", j,
+                   "] = ", c, " follows ", prev, " in row ", m);
+    SK_CHECK_VALUE((bitmap_p[m * words + (c >> 5)] >> (c & 31)) & 1u, op,
+                   "bitmap does not match col_indices: col_indices[", j, "] = ", c, " (row ", m,
+                   ") is not set in the bitmap");
+    prev = c;
+  }
+  SK_CHECK_VALUE(false, op, "bitmap does not match col_indices: row ", m, "'s bitmap words hold columns that its ",
+                 crow[m + 1] - crow[m], " stored entries do not");
+}
+
 void check_bitmap_args(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
                        const at::Tensor& bitmap, const at::Tensor& dense, const char* name, int64_t K) {
   check_csr_components(op, crow, col, val);
   check_dense(op, dense, name, val);
   check_bitmap(op, bitmap, crow, K);
+  const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous(), bitmap_c = bitmap.contiguous();
+  const int64_t M = crow.numel() - 1;
+  AT_DISPATCH_INDEX_TYPES(crow_c.scalar_type(), "sparsekern_csr_bitmap_check", [&] {
+    const index_t* crow_p = crow_c.data_ptr<index_t>();
+    check_crow(op, crow_p, M, val.numel());
+    const auto* bitmap_p = reinterpret_cast<const uint32_t*>(bitmap_c.data_ptr<int32_t>());
+    with_col_ptr<index_t>(col_c, [&](const auto* col_p) {
+      check_bitmap_columns(op, crow_p, col_p, bitmap_p, M, bitmap.size(1), K);
+    });
+  });
 }
 
 at::Tensor csr_bitmap_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,

@@ -20,8 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import check_dim, check_same, fail
-from ..formats.bsr import check_bsr
+from ..ops.bsr_mm import check_op_args
 from . import configs
 from .tiles import finish_split_k, on_gpu, store_tile, time_candidate
 
@@ -169,26 +168,14 @@ def _launch(crow, col, val, M, B, bias, out, config="auto"):
     return finish_split_k(ws, split, bias, out)
 
 
-def _check(op, crow, col, val, M, dense, name):
-    where = f"sparsekern.{op}"
-    check_dim(where, dense, name, 2)
-    check_same(where, dense, name, val, "values")
-    K = dense.shape[0] if op == "bsr_mm" else dense.shape[1]
-    check_bsr(where, crow, col, val, (M, K), contents=False)
-
-
 def bsr_mm(crow, col, val, M, B):
-    _check("bsr_mm", crow, col, val, M, B, "B")
+    check_op_args("bsr_mm", crow, col, val, M, B, "B")
     out = torch.empty((M, B.shape[1]), dtype=B.dtype, device=B.device)
     return _launch(crow, col, val, M, B, None, out)
 
 
 def bsr_linear(x, crow, col, val, M, bias):
-    _check("bsr_linear", crow, col, val, M, x, "x")
-    if bias is not None:
-        check_same("sparsekern.bsr_linear", bias, "bias", val, "values")
-        if bias.shape != (M,):
-            fail("sparsekern.bsr_linear", ValueError, f"bias must have shape ({M},), got {tuple(bias.shape)}")
+    check_op_args("bsr_linear", crow, col, val, M, x, "x", bias=bias, linear=True)
     out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
     _launch(crow, col, val, M, x.t(), bias, out.t())
     return out

@@ -34,8 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import check_dim, check_same, fail
-from ..formats.csr import check_bitmap, check_csr
+from ..ops.csr_mm import check_op_args
 from . import configs
 from .tiles import finish_split_k, on_gpu, store_tile, time_candidate
 
@@ -173,29 +172,17 @@ def _launch(crow, val, bitmap, B, bias, out, config="auto"):
     return finish_split_k(ws, split, bias, out)
 
 
-def _check(op, crow, col, val, bitmap, dense, name, K):
-    where = f"sparsekern.{op}"
-    check_dim(where, dense, name, 2)
-    check_same(where, dense, name, val, "values")
-    M = crow.numel() - 1
-    check_csr(where, crow, col, val, (M, K), contents=False)
-    check_bitmap(where, bitmap, crow, col, K, contents=False)
-
-
 def csr_bitmap_mm(crow, col, val, bitmap, B, config="auto"):
-    _check("csr_bitmap_mm", crow, col, val, bitmap, B, "B", B.shape[0])
+    check_op_args("csr_bitmap_mm", crow, col, val, B, "B", B.shape[0] if B.dim() == 2 else 0, bitmap=bitmap)
     out = torch.empty((crow.numel() - 1, B.shape[1]), dtype=B.dtype, device=B.device)
     return _launch(crow, val, bitmap, B, None, out, config)
 
 
 def csr_bitmap_linear(x, crow, col, val, bitmap, bias, config="auto"):
     op = "csr_bitmap_linear"
-    _check(op, crow, col, val, bitmap, x, "x", x.shape[1] if x.dim() == 2 else 0)
+    check_op_args(op, crow, col, val, x, "x", x.shape[1] if x.dim() == 2 else 0, bitmap=bitmap, bias=bias,
+                  linear=True)
     M = crow.numel() - 1
-    if bias is not None:
-        check_same(f"sparsekern.{op}", bias, "bias", val, "values")
-        if bias.shape != (M,):
-            fail(f"sparsekern.{op}", ValueError, f"bias must have shape ({M},), got {tuple(bias.shape)}")
     out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
     _launch(crow, val, bitmap, x.t(), bias, out.t(), config)
     return out

@@ -22,8 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import check_dim, check_same, fail
-from ..formats.csr import COMPACT_COL_DTYPE, check_csr
+from ..formats.csr import COMPACT_COL_DTYPE
+from ..ops.csr_mm import check_op_args
 
 DECODE_MAX_N = 16
 
@@ -141,26 +141,16 @@ def _launch(crow, col, val, B, bias, out, row_order):
     return out
 
 
-def _check(op, crow, col, val, dense, name, K, row_order):
-    where = f"sparsekern.{op}"
-    check_csr(where, crow, col, val, (crow.numel() - 1, K), contents=False, row_order=row_order)
-    check_dim(where, dense, name, 2)
-    check_same(where, dense, name, val, "values")
-
-
 def csr_mm(crow, col, val, B, row_order=None):
-    _check("csr_mm", crow, col, val, B, "B", B.shape[0] if B.dim() == 2 else 0, row_order)
+    check_op_args("csr_mm", crow, col, val, B, "B", B.shape[0] if B.dim() == 2 else 0, row_order=row_order)
     out = torch.empty((crow.numel() - 1, B.shape[1]), dtype=B.dtype, device=B.device)
     return _launch(crow, col, val, B, None, out, row_order)
 
 
 def csr_linear(x, crow, col, val, bias, row_order=None):
-    _check("csr_linear", crow, col, val, x, "x", x.shape[1] if x.dim() == 2 else 0, row_order)
+    check_op_args("csr_linear", crow, col, val, x, "x", x.shape[1] if x.dim() == 2 else 0, row_order=row_order,
+                  bias=bias, linear=True)
     M = crow.numel() - 1
-    if bias is not None:
-        check_same("sparsekern.csr_linear", bias, "bias", val, "values")
-        if bias.shape != (M,):
-            fail("sparsekern.csr_linear", ValueError, f"bias must have shape ({M},), got {tuple(bias.shape)}")
     out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
     xt = x.t() if x.shape[0] <= DECODE_MAX_N else x.t().contiguous()
     _launch(crow, col, val, xt, bias, out.t(), row_order)

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import check_dim, check_same, fail
+from ..ops.csr_mm import check_sddmm_args
 from ..formats.csr import COMPACT_COL_DTYPE
 from .csr_mm import _load_cols
 
@@ -46,13 +46,8 @@ def _csr_sddmm_kernel(
 
 
 def csr_sddmm(crow, col, G, B):
-    where = "sparsekern.csr_sddmm"
-    check_dim(where, G, "G", 2)
-    check_dim(where, B, "B", 2)
-    check_same(where, G, "G", B, "B")
+    check_sddmm_args("csr_sddmm", crow, col, G, B)
     M = crow.numel() - 1
-    if G.shape[0] != M or G.shape[1] != B.shape[1]:
-        fail(where, ValueError, f"G {tuple(G.shape)} and B {tuple(B.shape)} do not fit M = {M}")
     out = torch.empty(col.numel(), dtype=G.dtype, device=G.device)
     if M == 0 or col.numel() == 0:
         return out

@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import FLOAT_DTYPES, INDEX_DTYPES, check_float, fail, index_dtype_for
+from .._checks import (
+    cdiv,
+    check_dim,
+    check_float,
+    check_index_dtype,
+    check_pair,
+    check_same_device,
+    check_shape,
+    check_tensor,
+    fail,
+    require,
+)
 from .base import SparseMatrix
-from .csr import check_crow_contents, csr_transpose
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _blocksize(where: str, blocksize) -> tuple[int, int]:
-    try:
-        bm, bk = (int(b) for b in blocksize)
-    except (TypeError, ValueError):
-        fail(where, ValueError, f"blocksize must be a pair (bm, bk) of positive ints, got {blocksize!r}")
-    if bm < 1 or bk < 1:
-        fail(where, ValueError, f"blocksize must be a pair (bm, bk) of positive ints, got {blocksize!r}")
-    return bm, bk
+from .csr import check_crow_contents, check_dense_weight, check_index_components, csr_transpose
 
 
 def check_bsr(
@@ -35,30 +32,31 @@ def check_bsr(
     crow: torch.Tensor,
     col: torch.Tensor,
     val: torch.Tensor,
-    shape: tuple[int, int],
+    shape,
     contents: bool = True,
 ) -> None:
-    """Checks BSR components against the logical `shape` (M, K). With `contents`, also reads the indices (a device
-    sync on GPU): crow starts at 0, never decreases and ends at nblocks; every block column lies in [0, ⌈K/bk⌉)."""
+    """The one check of BSR components against the logical `shape` (M, K), used by the constructor, the typed
+    entry points (validate=True) and the fake kernels. With `contents`, also reads the indices (a device sync on
+    GPU): crow starts at 0, never decreases and ends at nblocks; every block column lies in [0, ⌈K/bk⌉)."""
     M, K = shape
-    for name, t, dim in (("crow_indices", crow, 1), ("col_indices", col, 1), ("values", val, 3)):
-        if t.dim() != dim:
-            fail(where, ValueError, f"{name} must be {dim}-D, got shape {tuple(t.shape)}")
-    if crow.dtype not in INDEX_DTYPES:
-        fail(where, TypeError, f"crow_indices must be int32 or int64, got {crow.dtype}")
+    check_index_components(where, crow, col)
+    check_tensor(where, val, "values")
+    check_dim(where, val, "values", 3)
     if col.dtype != crow.dtype:
         fail(where, TypeError, f"col_indices must have the dtype of crow_indices ({crow.dtype}), got {col.dtype}")
     check_float(where, val, "values")
-    if not (crow.device == col.device == val.device):
-        fail(where, ValueError, f"components must share a device, got {crow.device}, {col.device}, {val.device}")
+    check_same_device(where, crow, "crow_indices", val, "values")
     bm, bk = val.shape[1], val.shape[2]
-    if bm < 1 or bk < 1:
-        fail(where, ValueError, f"values must be (nblocks, bm, bk) with bm, bk >= 1, got shape {tuple(val.shape)}")
-    MB, KB = _cdiv(M, bm), _cdiv(K, bk)
-    if crow.numel() != MB + 1:
-        fail(where, ValueError, f"crow_indices must have ceil(M / bm) + 1 = {MB + 1} entries for M = {M}, bm = {bm}, got {crow.numel()}")
-    if col.numel() != val.shape[0]:
-        fail(where, ValueError, f"col_indices and values differ in number of blocks: {col.numel()} vs {val.shape[0]}")
+    require(bm >= 1 and bk >= 1, where, ValueError,
+            lambda: f"values must be (nblocks, bm, bk) with bm, bk >= 1, got shape {tuple(val.shape)}")
+    require(M >= 0, where, ValueError, lambda: f"M must be >= 0, got {M}")
+    MB, KB = cdiv(M, bm), cdiv(K, bk)
+    require(crow.shape[0] == MB + 1, where, ValueError,
+            lambda: f"crow_indices must have ceil(M / bm) + 1 = {MB + 1} entries for M = {M}, bm = {bm}, "
+                    f"got {crow.shape[0]}")
+    require(col.shape[0] == val.shape[0], where, ValueError,
+            lambda: f"col_indices and values must have the same number of blocks, got {col.shape[0]} and "
+                    f"{val.shape[0]}")
     if not contents:
         return
     nblocks = col.numel()
@@ -90,7 +88,7 @@ class BSRMatrix(SparseMatrix):
         self.crow_indices = crow_indices
         self.col_indices = col_indices
         self.values = values
-        self.shape = (int(shape[0]), int(shape[1]))
+        self.shape = check_shape("BSRMatrix", shape)
         if validate:
             check_bsr("BSRMatrix", crow_indices, col_indices, values, self.shape)
 
@@ -107,19 +105,10 @@ class BSRMatrix(SparseMatrix):
         """Keeps every (bm, bk) block of W (M, K) holding a nonzero or, with `mask`, a True element. Elements of a
         kept block where mask is False are stored as zeros, so to_dense() == W where kept, 0 elsewhere."""
         where = "BSRMatrix.from_dense"
-        if W.dim() != 2:
-            fail(where, ValueError, f"W must be 2-D, got shape {tuple(W.shape)}")
-        if W.dtype not in FLOAT_DTYPES:
-            fail(where, TypeError, f"W must be float32, float16 or bfloat16, got {W.dtype}")
-        bm, bk = _blocksize(where, blocksize)
-        if mask is None:
-            keep = W != 0
-        else:
-            if mask.shape != W.shape:
-                fail(where, ValueError, f"mask shape {tuple(mask.shape)} != W shape {tuple(W.shape)}")
-            keep = mask.to(device=W.device, dtype=torch.bool)
+        keep = check_dense_weight(where, W, mask)
+        bm, bk = check_pair(where, blocksize, "blocksize", 1)
         M, K = W.shape
-        MB, KB = _cdiv(M, bm), _cdiv(K, bk)
+        MB, KB = cdiv(M, bm), cdiv(K, bk)
         pad = (0, KB * bk - K, 0, MB * bm - M)
         Wp = torch.nn.functional.pad(torch.where(keep, W, 0), pad)
         keep_p = torch.nn.functional.pad(keep, pad)
@@ -127,7 +116,7 @@ class BSRMatrix(SparseMatrix):
         blocks = Wp.view(MB, bm, KB, bk).transpose(1, 2)
         block_keep = keep_p.view(MB, bm, KB, bk).any(dim=(1, 3))
         nblocks = int(block_keep.sum())
-        idx = index_dtype or index_dtype_for(nblocks, MB + 1, KB)
+        idx = check_index_dtype(where, index_dtype, nblocks, MB + 1, KB)
         crow = torch.zeros(MB + 1, dtype=idx, device=W.device)
         crow[1:] = block_keep.sum(1).cumsum(0)
         col = block_keep.nonzero()[:, 1].to(idx)
@@ -138,6 +127,7 @@ class BSRMatrix(SparseMatrix):
         """From a 2-D torch.sparse_bsr tensor (components are copied, so they own their storage). `shape` declares
         a smaller logical (M, K) when t is the padded form of a ragged matrix (as `to_torch(padded=True)` gives)."""
         where = "BSRMatrix.from_torch"
+        check_tensor(where, t, "t")
         if t.layout != torch.sparse_bsr:
             fail(where, TypeError, f"expected a torch.sparse_bsr tensor, got layout {t.layout}")
         if t.dim() != 2 or t.values().dim() != 3:
@@ -145,10 +135,10 @@ class BSRMatrix(SparseMatrix):
         crow, col, val = t.crow_indices(), t.col_indices(), t.values()
         bm, bk = val.shape[1], val.shape[2]
         Mp, Kp = t.shape
-        M, K = (Mp, Kp) if shape is None else (int(shape[0]), int(shape[1]))
+        M, K = (Mp, Kp) if shape is None else check_shape(where, shape)
         if not (Mp - bm < M <= Mp or M == Mp == 0) or not (Kp - bk < K <= Kp or K == Kp == 0):
             fail(where, ValueError, f"shape {(M, K)} does not pad to the tensor's shape {(Mp, Kp)} with blocksize {(bm, bk)}")
-        idx = index_dtype or index_dtype_for(col.numel(), crow.numel(), _cdiv(K, bk))
+        idx = check_index_dtype(where, index_dtype, col.numel(), crow.numel(), cdiv(K, bk))
         return cls(crow.to(idx, copy=True), col.to(idx, copy=True), val.clone(), (M, K))
 
     def to_torch(self, padded: bool = False) -> torch.Tensor:
@@ -204,7 +194,7 @@ class BSRMatrix(SparseMatrix):
     def block_shape(self) -> tuple[int, int]:
         """(⌈M/bm⌉, ⌈K/bk⌉): block rows and block columns."""
         (M, K), (bm, bk) = self.shape, self.blocksize
-        return _cdiv(M, bm), _cdiv(K, bk)
+        return cdiv(M, bm), cdiv(K, bk)
 
     @property
     def padded_shape(self) -> tuple[int, int]:

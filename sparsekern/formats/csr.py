@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import FLOAT_DTYPES, INDEX_DTYPES, check_float, fail, index_dtype_for
+from .._checks import (
+    INDEX_DTYPES,
+    check_dim,
+    check_float,
+    check_index_dtype,
+    check_same_device,
+    check_shape,
+    check_tensor,
+    fail,
+    require,
+)
 from .base import SparseMatrix
 
 # Compact column indices: int16 tensors holding the 16-bit pattern of a column in [0, 65535] (torch has no
@@ -67,21 +77,20 @@ def bitmap_of(where: str, crow: torch.Tensor, col: torch.Tensor, K: int) -> torc
     return words.to(torch.int32).view(M, W)
 
 
-def check_bitmap(where: str, bitmap: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, K: int,
+def check_bitmap(where: str, bitmap: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, K,
                  contents: bool = True) -> None:
     """The bitmap is (M, ceil(K / 32)) int32 on crow's device; with `contents`, it equals the pattern's bitmap
     (reads the indices: a device sync on GPU)."""
-    M = crow.numel() - 1
+    M = crow.shape[0] - 1
+    check_tensor(where, bitmap, "bitmap")
     if bitmap.dtype != torch.int32:
         fail(where, TypeError, f"bitmap must be int32, got {bitmap.dtype}")
-    if bitmap.shape != (M, bitmap_words(K)):
-        fail(where, ValueError,
-             f"bitmap must have shape (M, ceil(K / 32)) = ({M}, {bitmap_words(K)}), got {tuple(bitmap.shape)}")
-    if bitmap.device != crow.device:
-        fail(where, ValueError, f"bitmap must be on {crow.device}, got {bitmap.device}")
+    require(bitmap.dim() == 2 and bitmap.shape[0] == M and bitmap.shape[1] == bitmap_words(K), where, ValueError,
+            lambda: f"bitmap must have shape (M, ceil(K / 32)) = ({M}, {bitmap_words(K)}), got {tuple(bitmap.shape)}")
+    check_same_device(where, crow, "crow_indices", bitmap, "bitmap")
     if contents:
         if not torch.equal(bitmap, bitmap_of(where, crow, col, K)):
-            fail(where, ValueError, "bitmap does not match the stored columns")
+            fail(where, ValueError, "bitmap does not match col_indices")
 
 
 def check_crow_contents(where: str, crow: torch.Tensor, total: int, total_desc: str) -> None:
@@ -93,7 +102,27 @@ def check_crow_contents(where: str, crow: torch.Tensor, total: int, total_desc: 
         fail(where, ValueError, f"crow_indices[-1] must equal {total_desc}, got {int(crow[-1])}")
     if crow.numel() > 1 and bool((crow.diff() < 0).any()):
         i = int(torch.nonzero(crow.diff() < 0)[0])
-        fail(where, ValueError, f"crow_indices must be non-decreasing, but [{i}] = {int(crow[i])} > [{i + 1}] = {int(crow[i + 1])}")
+        fail(where, ValueError, f"crow_indices must be non-decreasing, but crow_indices[{i}] = {int(crow[i])} > "
+                                f"crow_indices[{i + 1}] = {int(crow[i + 1])}")
+
+
+def check_index_components(where: str, crow, col) -> None:
+    """The index tensors of a compressed-row format (CSR rows, BSR block rows): 1-D, crow int32 or int64, with
+    M + 1 >= 1 entries, one device. The dtype rule for col is the format's."""
+    check_tensor(where, crow, "crow_indices")
+    check_tensor(where, col, "col_indices")
+    check_dim(where, crow, "crow_indices", 1)
+    check_dim(where, col, "col_indices", 1)
+    if crow.dtype not in INDEX_DTYPES:
+        fail(where, TypeError, f"crow_indices must be int32 or int64, got {crow.dtype}")
+    check_same_device(where, crow, "crow_indices", col, "col_indices")
+    require(crow.shape[0] >= 1, where, ValueError, "crow_indices must have M + 1 >= 1 entries")
+
+
+def check_col_dtype(where: str, crow: torch.Tensor, col: torch.Tensor) -> None:
+    if col.dtype not in (crow.dtype, COMPACT_COL_DTYPE):
+        fail(where, TypeError,
+             f"col_indices must have the dtype of crow_indices ({crow.dtype}) or be int16, got {col.dtype}")
 
 
 def check_csr(
@@ -101,36 +130,34 @@ def check_csr(
     crow: torch.Tensor,
     col: torch.Tensor,
     val: torch.Tensor,
-    shape: tuple[int, int],
+    shape,
     contents: bool = True,
     row_order: torch.Tensor | None = None,
 ) -> None:
-    """Checks CSR components against `shape`. With `contents`, also reads the indices (a device sync on GPU):
-    crow starts at 0, never decreases and ends at nnz; every column lies in [0, K); row_order is a permutation."""
+    """The one check of CSR components against `shape` (M, K), used by the constructor, the typed entry points
+    (validate=True), the fake kernels and the Triton launchers; csrc/checks.h check_csr_components words its
+    checks the same way. With `contents`, also reads the indices (a device sync on GPU): crow starts at 0,
+    never decreases and ends at nnz; every column lies in [0, K); row_order is a permutation."""
     M, K = shape
-    for name, t in (("crow_indices", crow), ("col_indices", col), ("values", val)):
-        if t.dim() != 1:
-            fail(where, ValueError, f"{name} must be 1-D, got shape {tuple(t.shape)}")
-    if crow.dtype not in INDEX_DTYPES:
-        fail(where, TypeError, f"crow_indices must be int32 or int64, got {crow.dtype}")
-    if col.dtype not in (crow.dtype, COMPACT_COL_DTYPE):
-        fail(where, TypeError,
-             f"col_indices must have the dtype of crow_indices ({crow.dtype}) or be int16, got {col.dtype}")
+    check_index_components(where, crow, col)
+    check_tensor(where, val, "values")
+    check_dim(where, val, "values", 1)
+    check_col_dtype(where, crow, col)
     check_float(where, val, "values")
-    if not (crow.device == col.device == val.device):
-        fail(where, ValueError, f"components must share a device, got {crow.device}, {col.device}, {val.device}")
-    if crow.numel() != M + 1:
-        fail(where, ValueError, f"crow_indices must have M + 1 = {M + 1} entries, got {crow.numel()}")
-    if col.numel() != val.numel():
-        fail(where, ValueError, f"col_indices and values differ in length: {col.numel()} vs {val.numel()}")
+    check_same_device(where, crow, "crow_indices", val, "values")
+    require(crow.shape[0] == M + 1, where, ValueError,
+            lambda: f"crow_indices must have M + 1 = {M + 1} entries, got {crow.shape[0]}")
+    require(col.shape[0] == val.shape[0], where, ValueError,
+            lambda: f"col_indices and values must have the same length, got {col.shape[0]} and {val.shape[0]}")
     if row_order is not None:
-        if row_order.dim() != 1 or row_order.numel() != M:
-            fail(where, ValueError, f"row_order must be 1-D with M = {M} entries, got shape {tuple(row_order.shape)}")
+        check_tensor(where, row_order, "row_order")
+        check_dim(where, row_order, "row_order", 1)
         if row_order.dtype != crow.dtype:
             fail(where, TypeError,
                  f"row_order must have the dtype of crow_indices ({crow.dtype}), got {row_order.dtype}")
-        if row_order.device != crow.device:
-            fail(where, ValueError, f"row_order must be on {crow.device}, got {row_order.device}")
+        require(row_order.shape[0] == M, where, ValueError,
+                lambda: f"row_order must have M = {M} entries, got {row_order.shape[0]}")
+        check_same_device(where, crow, "crow_indices", row_order, "row_order")
     if not contents:
         return
     nnz = col.numel()
@@ -144,6 +171,19 @@ def check_csr(
     if row_order is not None and M > 0:
         if not bool((torch.sort(row_order.long()).values == torch.arange(M, device=row_order.device)).all()):
             fail(where, ValueError, "row_order must be a permutation of range(M)")
+
+
+def check_dense_weight(where: str, W, mask) -> torch.Tensor:
+    """A from_dense argument: W a 2-D float tensor, mask (if given) shaped like W. Returns the keep-mask."""
+    check_tensor(where, W, "W")
+    check_dim(where, W, "W", 2)
+    check_float(where, W, "W")
+    if mask is None:
+        return W != 0
+    check_tensor(where, mask, "mask")
+    if mask.shape != W.shape:
+        fail(where, ValueError, f"mask shape {tuple(mask.shape)} != W shape {tuple(W.shape)}")
+    return mask.to(device=W.device, dtype=torch.bool)
 
 
 def csr_transpose(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, K: int):
@@ -182,7 +222,7 @@ class CSRMatrix(SparseMatrix):
         self.crow_indices = crow_indices
         self.col_indices = col_indices
         self.values = values
-        self.shape = (int(shape[0]), int(shape[1]))
+        self.shape = check_shape("CSRMatrix", shape)
         if validate:
             check_csr("CSRMatrix", crow_indices, col_indices, values, self.shape, row_order=row_order)
             if col_indices.dtype == COMPACT_COL_DTYPE and self.shape[1] > COMPACT_MAX_K:
@@ -219,18 +259,9 @@ class CSRMatrix(SparseMatrix):
         included). `col_dtype=torch.int16` stores compact column indices (K <= 65536); `bitmap=True` adds the
         bitmap (see the class)."""
         where = "CSRMatrix.from_dense"
-        if W.dim() != 2:
-            fail(where, ValueError, f"W must be 2-D, got shape {tuple(W.shape)}")
-        if W.dtype not in FLOAT_DTYPES:
-            fail(where, TypeError, f"W must be float32, float16 or bfloat16, got {W.dtype}")
-        if mask is None:
-            keep = W != 0
-        else:
-            if mask.shape != W.shape:
-                fail(where, ValueError, f"mask shape {tuple(mask.shape)} != W shape {tuple(W.shape)}")
-            keep = mask.to(device=W.device, dtype=torch.bool)
+        keep = check_dense_weight(where, W, mask)
         M, K = W.shape
-        idx = index_dtype or index_dtype_for(int(keep.sum()), K, M)
+        idx = check_index_dtype(where, index_dtype, int(keep.sum()), K, M)
         cdt = cls._col_dtype(where, col_dtype, idx, K)
         crow = torch.zeros(M + 1, dtype=idx, device=W.device)
         crow[1:] = keep.sum(1).cumsum(0)
@@ -243,10 +274,11 @@ class CSRMatrix(SparseMatrix):
                    bitmap: bool = False):
         """From a torch.sparse_csr tensor (components are copied, so they own their storage). `bitmap=True`
         needs the tensor's columns sorted within rows (torch.sparse_csr does not guarantee it)."""
+        check_tensor("CSRMatrix.from_torch", t, "t")
         if t.layout != torch.sparse_csr:
             fail("CSRMatrix.from_torch", TypeError, f"expected a torch.sparse_csr tensor, got layout {t.layout}")
         crow, col = t.crow_indices(), t.col_indices()
-        idx = index_dtype or index_dtype_for(col.numel(), t.shape[0], t.shape[1])
+        idx = check_index_dtype("CSRMatrix.from_torch", index_dtype, col.numel(), t.shape[0], t.shape[1])
         cdt = cls._col_dtype("CSRMatrix.from_torch", col_dtype, idx, t.shape[1])
         col = col.to(cdt, copy=True) if cdt != COMPACT_COL_DTYPE else cols_to(col, cdt)
         A = cls(crow.to(idx, copy=True), col, t.values().clone(), tuple(t.shape))

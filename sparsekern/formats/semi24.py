@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import FLOAT_DTYPES, check_float, fail
+from .._checks import check_dim, check_float, check_same_device, check_shape, check_tensor, fail, require
 from .base import SparseMatrix
 
 K_TILE = 64  # padding granularity of K (the CUDA kernel's K step)
@@ -126,16 +126,19 @@ def check_semi24(where: str, values: torch.Tensor, metadata: torch.Tensor, shape
     nibble is a valid ordered pair and the padding columns hold zeros."""
     M, K = shape
     Kp = padded_k(K)
+    check_tensor(where, values, "values")
+    check_tensor(where, metadata, "metadata")
+    check_dim(where, values, "values", 2)
     check_float(where, values, "values")
     if metadata.dtype != torch.int32:
         fail(where, TypeError, f"metadata must be int32, got {metadata.dtype}")
-    if values.device != metadata.device:
-        fail(where, ValueError, f"values and metadata must share a device, got {values.device} and {metadata.device}")
-    if tuple(values.shape) != (M, Kp // 2):
-        fail(where, ValueError, f"values must have shape (M, padded K / 2) = {(M, Kp // 2)}, got {tuple(values.shape)}")
+    check_same_device(where, values, "values", metadata, "metadata")
+    require(values.shape[0] == M and values.shape[1] * 2 == Kp, where, ValueError,
+            lambda: f"values must have shape (M, padded K / 2) = {(M, Kp // 2)}, got {tuple(values.shape)}")
     mshape = (-(-M // M_BLOCK), Kp // 32, 32)
-    if tuple(metadata.shape) != mshape:
-        fail(where, ValueError, f"metadata must have shape {mshape}, got {tuple(metadata.shape)}")
+    require(metadata.dim() == 3 and metadata.shape[0] == mshape[0] and metadata.shape[1] == mshape[1]
+            and metadata.shape[2] == 32, where, ValueError,
+            lambda: f"metadata must have shape {mshape}, got {tuple(metadata.shape)}")
     if not contents or M == 0:
         return
     # All rows of the last 32-row block, not only those below M: the CUDA kernels feed the whole block's E words
@@ -162,7 +165,7 @@ class Semi24Matrix(SparseMatrix):
     def __init__(self, values, metadata, shape, *, validate: bool = True):
         self.values = values
         self.metadata = metadata
-        self.shape = (int(shape[0]), int(shape[1]))
+        self.shape = check_shape("Semi24Matrix", shape)
         if validate:
             check_semi24("Semi24Matrix", values, metadata, self.shape)
 
@@ -171,10 +174,9 @@ class Semi24Matrix(SparseMatrix):
         """W (M, K) must already be 2:4 along K (<= 2 nonzeros in every group of 4 columns 4q..4q+3; a ragged last
         group counts its existing columns); ValueError names the first row and group that is not."""
         where = "Semi24Matrix.from_dense"
-        if W.dim() != 2:
-            fail(where, ValueError, f"W must be 2-D, got shape {tuple(W.shape)}")
-        if W.dtype not in FLOAT_DTYPES:
-            fail(where, TypeError, f"W must be float32, float16 or bfloat16, got {W.dtype}")
+        check_tensor(where, W, "W")
+        check_dim(where, W, "W", 2)
+        check_float(where, W, "W")
         M, K = W.shape
         Kp = padded_k(K)
         Wp = torch.zeros(M, Kp, dtype=W.dtype, device=W.device)

@@ -8,7 +8,7 @@ import math
 import torch
 
 from .._C_loader import require_C
-from .._checks import check_same, fail
+from .._checks import check_same, check_tensor, fail
 from ._registry import LINEAR
 from .bsr_mm import bsr_mm
 from .csr_mm import csr_mm
@@ -26,11 +26,13 @@ def sparse_linear(x: torch.Tensor, A, bias: torch.Tensor | None = None, *, valid
     if hooks is None:
         fail(where, TypeError, f"A must be one of {sorted(c.__name__ for c in LINEAR)}, got {type(A).__name__}")
     linear, check = hooks
+    check_tensor(where, x, "x")
     M, K = A.shape
     if x.dim() < 1 or x.shape[-1] != K:
         fail(where, ValueError, f"A is {A.shape} but x has shape {tuple(x.shape)}; expected (*, {K})")
     check_same(where, x, "x", A.values, "A.values")
     if bias is not None:
+        check_tensor(where, bias, "bias")
         check_same(where, bias, "bias", A.values, "A.values")
         if bias.shape != (M,):
             fail(where, ValueError, f"bias must have shape ({M},), got {tuple(bias.shape)}")

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from .._C_loader import _C, has_kernel, require_C
-from .._checks import check_dim, check_same, fail
+from .._checks import check_dim, check_same, check_tensor, fail
 
 # format class -> (fn(x2d, A, bias) -> (T, M), fn(A) checking A's index contents)
 LINEAR: dict[type, tuple[Callable, Callable]] = {}
@@ -53,6 +53,7 @@ def check_mm_args(op: str, A, fmt: type, B: torch.Tensor) -> None:
     where = f"sparsekern.{op}"
     if not isinstance(A, fmt):
         fail(where, TypeError, f"A must be a {fmt.__name__}, got {type(A).__name__}")
+    check_tensor(where, B, "B")
     check_dim(where, B, "B", 2)
     check_same(where, B, "B", A.values, "A.values")
     if B.shape[0] != A.shape[1]:

@@ -13,6 +13,7 @@ import importlib
 import torch
 
 from .._C_loader import _C
+from .._checks import cdiv, check_dense, check_linear_bias
 from ..formats.bsr import BSRMatrix, bsr_transpose, check_bsr
 from ._registry import LINEAR, check_mm_args, register_gpu_fallback
 
@@ -20,26 +21,14 @@ from ._registry import LINEAR, check_mm_args, register_gpu_fallback
 _SDDMM_CHUNK_ELEMENTS = 1 << 24
 
 
-def _cdiv(a, b):
-    return (a + b - 1) // b
-
-
-def _check_components(op: str, crow, col, val, M) -> None:
-    torch._check(crow.dim() == 1 and col.dim() == 1, lambda: f"sparsekern.{op}: crow_indices and col_indices must be 1-D")
-    torch._check(val.dim() == 3, lambda: f"sparsekern.{op}: values must be 3-D (nblocks, bm, bk)")
-    torch._check(crow.dtype in (torch.int32, torch.int64), lambda: f"sparsekern.{op}: crow_indices must be int32 or int64")
-    torch._check(col.dtype == crow.dtype, lambda: f"sparsekern.{op}: col_indices must have the dtype of crow_indices")
-    torch._check(col.shape[0] == val.shape[0], lambda: f"sparsekern.{op}: col_indices and values differ in number of blocks")
-    torch._check(M >= 0, lambda: f"sparsekern.{op}: M must be >= 0")
-    torch._check(
-        crow.shape[0] == _cdiv(M, val.shape[1]) + 1,
-        lambda: f"sparsekern.{op}: crow_indices must have ceil(M / bm) + 1 entries",
-    )
-
-
-def _check_dense(op: str, t, name: str, val) -> None:
-    torch._check(t.dim() == 2, lambda: f"sparsekern.{op}: {name} must be 2-D")
-    torch._check(t.dtype == val.dtype, lambda: f"sparsekern.{op}: {name} and values must have the same dtype")
+def check_op_args(op: str, crow, col, val, M, dense, name: str, bias=None, linear: bool = False) -> None:
+    """What every BSR op checks before it runs (without reading index contents): the fake kernels call it; the
+    C++ kernels make the same checks with the same words."""
+    where = f"sparsekern.{op}"
+    check_dense(where, dense, name, val)
+    check_bsr(where, crow, col, val, (M, dense.shape[1] if linear else dense.shape[0]), contents=False)
+    if linear:
+        check_linear_bias(where, bias, val, M)
 
 
 def _bsr_values_grad(crow, col, G, B, blocksize) -> torch.Tensor:
@@ -48,7 +37,7 @@ def _bsr_values_grad(crow, col, G, B, blocksize) -> torch.Tensor:
     bm, bk = blocksize
     M, N = G.shape
     K = B.shape[0]
-    MB, KB = crow.numel() - 1, _cdiv(K, bk)
+    MB, KB = crow.numel() - 1, cdiv(K, bk)
     Gp = torch.nn.functional.pad(G, (0, 0, 0, MB * bm - M)).reshape(MB, bm, N)
     Bp = torch.nn.functional.pad(B, (0, 0, 0, KB * bk - K)).reshape(KB, bk, N)
     nblocks = col.numel()
@@ -66,16 +55,12 @@ if _C is not None:
 
     @torch.library.register_fake("sparsekern::bsr_mm")
     def _bsr_mm_fake(crow, col, val, M, B):
-        _check_components("bsr_mm", crow, col, val, M)
-        _check_dense("bsr_mm", B, "B", val)
+        check_op_args("bsr_mm", crow, col, val, M, B, "B")
         return B.new_empty((M, B.shape[1]))
 
     @torch.library.register_fake("sparsekern::bsr_linear")
     def _bsr_linear_fake(x, crow, col, val, M, bias):
-        _check_components("bsr_linear", crow, col, val, M)
-        _check_dense("bsr_linear", x, "x", val)
-        if bias is not None:
-            torch._check(bias.dim() == 1 and bias.shape[0] == M, lambda: "sparsekern.bsr_linear: bias must be (M,)")
+        check_op_args("bsr_linear", crow, col, val, M, x, "x", bias=bias, linear=True)
         return x.new_empty((x.shape[0], M))
 
     def _bsr_mm_setup(ctx, inputs, output):
@@ -90,7 +75,7 @@ if _C is not None:
             grad_val = _bsr_values_grad(crow, col, grad, B, (bm, bk))
         if ctx.needs_input_grad[4]:
             K = B.shape[0]
-            t_crow, t_col, t_val = bsr_transpose(crow, col, val, _cdiv(K, bk))
+            t_crow, t_col, t_val = bsr_transpose(crow, col, val, cdiv(K, bk))
             grad_B = torch.ops.sparsekern.bsr_mm(t_crow, t_col, t_val, K, grad)
         return None, None, grad_val, None, grad_B
 
@@ -105,7 +90,7 @@ if _C is not None:
         if ctx.needs_input_grad[0]:
             # dx = grad @ A = grad @ (Aᵀ)ᵀ: bsr_linear with the transpose's components.
             K = x.shape[1]
-            t_crow, t_col, t_val = bsr_transpose(crow, col, val, _cdiv(K, bk))
+            t_crow, t_col, t_val = bsr_transpose(crow, col, val, cdiv(K, bk))
             grad_x = torch.ops.sparsekern.bsr_linear(grad, t_crow, t_col, t_val, K, None)
         if ctx.needs_input_grad[3]:
             grad_val = _bsr_values_grad(crow, col, grad.t(), x.t(), (bm, bk))

@@ -13,81 +13,84 @@ import torch
 
 from .._C_loader import _C
 from ..dispatch import use_bitmap_kernel
-from ..formats.csr import COMPACT_COL_DTYPE, CSRMatrix, check_bitmap, check_csr, csr_transpose, row_order_of
+from .._checks import (
+    check_dense,
+    check_dim,
+    check_float,
+    check_linear_bias,
+    check_same,
+    check_same_device,
+    check_tensor,
+    require,
+)
+from ..formats.csr import (
+    CSRMatrix,
+    check_bitmap,
+    check_col_dtype,
+    check_csr,
+    check_index_components,
+    csr_transpose,
+    row_order_of,
+)
 from ._registry import LINEAR, check_mm_args, register_gpu_fallback
 
 
-def _check_components(op: str, crow, col, val, row_order=None) -> None:
-    torch._check(crow.dim() == 1 and col.dim() == 1 and val.dim() == 1, lambda: f"sparsekern.{op}: components must be 1-D")
-    torch._check(crow.dtype in (torch.int32, torch.int64), lambda: f"sparsekern.{op}: crow_indices must be int32 or int64")
-    torch._check(
-        col.dtype in (crow.dtype, COMPACT_COL_DTYPE),
-        lambda: f"sparsekern.{op}: col_indices must have the dtype of crow_indices or be int16",
-    )
-    torch._check(col.shape[0] == val.shape[0], lambda: f"sparsekern.{op}: col_indices and values differ in length")
-    torch._check(crow.shape[0] >= 1, lambda: f"sparsekern.{op}: crow_indices must have M + 1 >= 1 entries")
-    if row_order is not None:
-        torch._check(
-            row_order.dim() == 1 and row_order.shape[0] == crow.shape[0] - 1 and row_order.dtype == crow.dtype,
-            lambda: f"sparsekern.{op}: row_order must be 1-D with M entries of crow_indices' dtype",
-        )
+def check_op_args(op: str, crow, col, val, dense, name: str, K, row_order=None, bitmap=None, bias=None,
+              linear: bool = False) -> None:
+    """What every CSR op checks before it runs (without reading index contents): the fake kernels and the Triton
+    launchers call it; the C++ kernels make the same checks with the same words (csrc/checks.h)."""
+    where = f"sparsekern.{op}"
+    M = crow.shape[0] - 1 if isinstance(crow, torch.Tensor) and crow.dim() == 1 else 0
+    check_csr(where, crow, col, val, (M, K), contents=False, row_order=row_order)
+    check_dense(where, dense, name, val)
+    if bitmap is not None:
+        check_bitmap(where, bitmap, crow, col, K, contents=False)
+    if linear:
+        check_linear_bias(where, bias, val, M)
 
 
-def _check_dense(op: str, t, name: str, val) -> None:
-    torch._check(t.dim() == 2, lambda: f"sparsekern.{op}: {name} must be 2-D")
-    torch._check(t.dtype == val.dtype, lambda: f"sparsekern.{op}: {name} and values must have the same dtype")
-
-
-def _check_bitmap_shape(op: str, bitmap, crow, K) -> None:
-    torch._check(bitmap.dtype == torch.int32, lambda: f"sparsekern.{op}: bitmap must be int32")
-    torch._check(
-        bitmap.dim() == 2 and bitmap.shape[0] == crow.shape[0] - 1 and bitmap.shape[1] == (K + 31) // 32,
-        lambda: f"sparsekern.{op}: bitmap must have shape (M, ceil(K / 32))",
-    )
-
-
-def _check_linear_bias(op: str, bias, crow) -> None:
-    if bias is not None:
-        torch._check(
-            bias.dim() == 1 and bias.shape[0] == crow.shape[0] - 1, lambda: f"sparsekern.{op}: bias must be (M,)"
-        )
+def check_sddmm_args(op: str, crow, col, G, B) -> None:
+    """csr_sddmm: the pattern's indices, G (M, N) and B (K, N) of one float dtype, all on one device."""
+    where = f"sparsekern.{op}"
+    check_index_components(where, crow, col)
+    check_col_dtype(where, crow, col)
+    for name, t in (("G", G), ("B", B)):
+        check_tensor(where, t, name)
+        check_dim(where, t, name, 2)
+    check_float(where, G, "G")
+    check_same(where, G, "G", B, "B")
+    check_same_device(where, crow, "crow_indices", G, "G")
+    require(G.shape[0] == crow.shape[0] - 1, where, ValueError,
+            lambda: f"G must have M = {crow.shape[0] - 1} rows, got {G.shape[0]}")
+    require(B.shape[1] == G.shape[1], where, ValueError,
+            lambda: f"G and B must have the same number of columns, got {G.shape[1]} and {B.shape[1]}")
 
 
 if _C is not None:
 
     @torch.library.register_fake("sparsekern::csr_mm")
     def _csr_mm_fake(crow, col, val, B, row_order=None):
-        _check_components("csr_mm", crow, col, val, row_order)
-        _check_dense("csr_mm", B, "B", val)
+        check_op_args("csr_mm", crow, col, val, B, "B", B.shape[0], row_order=row_order)
         return B.new_empty((crow.shape[0] - 1, B.shape[1]))
 
     @torch.library.register_fake("sparsekern::csr_linear")
     def _csr_linear_fake(x, crow, col, val, bias, row_order=None):
-        _check_components("csr_linear", crow, col, val, row_order)
-        _check_dense("csr_linear", x, "x", val)
-        _check_linear_bias("csr_linear", bias, crow)
+        check_op_args("csr_linear", crow, col, val, x, "x", x.shape[1], row_order=row_order, bias=bias, linear=True)
         return x.new_empty((x.shape[0], crow.shape[0] - 1))
 
     @torch.library.register_fake("sparsekern::csr_bitmap_mm")
     def _csr_bitmap_mm_fake(crow, col, val, bitmap, B):
-        _check_components("csr_bitmap_mm", crow, col, val)
-        _check_dense("csr_bitmap_mm", B, "B", val)
-        _check_bitmap_shape("csr_bitmap_mm", bitmap, crow, B.shape[0])
+        check_op_args("csr_bitmap_mm", crow, col, val, B, "B", B.shape[0], bitmap=bitmap)
         return B.new_empty((crow.shape[0] - 1, B.shape[1]))
 
     @torch.library.register_fake("sparsekern::csr_bitmap_linear")
     def _csr_bitmap_linear_fake(x, crow, col, val, bitmap, bias):
-        _check_components("csr_bitmap_linear", crow, col, val)
-        _check_dense("csr_bitmap_linear", x, "x", val)
-        _check_bitmap_shape("csr_bitmap_linear", bitmap, crow, x.shape[1])
-        _check_linear_bias("csr_bitmap_linear", bias, crow)
+        check_op_args("csr_bitmap_linear", crow, col, val, x, "x", x.shape[1], bitmap=bitmap, bias=bias, linear=True)
         return x.new_empty((x.shape[0], crow.shape[0] - 1))
 
     @torch.library.register_fake("sparsekern::csr_sddmm")
     def _csr_sddmm_fake(crow, col, G, B):
-        torch._check(G.dim() == 2 and B.dim() == 2, lambda: "sparsekern.csr_sddmm: G and B must be 2-D")
-        torch._check(G.shape[0] == crow.shape[0] - 1, lambda: "sparsekern.csr_sddmm: G must have M rows")
-        torch._check(G.shape[1] == B.shape[1], lambda: "sparsekern.csr_sddmm: G and B differ in columns")
+        check_sddmm_args("csr_sddmm", crow, col, G, B)
         return G.new_empty((col.shape[0],))
 
     # Autograd: csr_mm and csr_bitmap_mm (and the two linears) are the same function of (val, dense operand),
@@ -137,6 +140,24 @@ if _C is not None:
             return tuple(grads)
 
         return backward, setup
+
+    # csr_sddmm is linear in G and in B, and its backward is two CSR products with the incoming gradient as
+    # values: dG = A(grad) @ B, dB = A(grad)ᵀ @ G. Registering it makes second derivatives through the CSR ops
+    # right (double backward of csr_mm / sparse_linear runs csr_sddmm's backward).
+    def _sddmm_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _sddmm_backward(ctx, grad):
+        crow, col, G, B = ctx.saved_tensors
+        grad_G = grad_B = None
+        if ctx.needs_input_grad[2]:
+            grad_G = torch.ops.sparsekern.csr_mm(crow, col, grad, B, None)
+        if ctx.needs_input_grad[3]:
+            t_crow, t_col, t_val = csr_transpose(crow, col, grad, B.shape[0])
+            grad_B = torch.ops.sparsekern.csr_mm(t_crow, t_col, t_val, G, row_order_of(t_crow))
+        return None, None, grad_G, grad_B
+
+    torch.library.register_autograd("sparsekern::csr_sddmm", _sddmm_backward, setup_context=_sddmm_setup)
 
     for _op, (_bw, _setup) in {
         "csr_mm": _mm_autograd(5, 3),  # (crow, col, val, B, row_order)

@@ -5,8 +5,9 @@ plain SIMT kernel for fp32). No Triton fallback exists (Triton has no 2:4 instru
 kernels raises a clear error when called with CUDA tensors.
 
 Differentiable: the dense operand (B, or x in the Linear orientation), the bias, and the stored values (each
-stored slot gets the dense gradient at its column, zero in the padding; slots keep their columns, so a trained
-weight stays 2:4). The backward products use the dense reconstruction of A (torch ops, any device): training is
+stored slot gets the dense gradient at its column, zero in the padding and on slots that store a zero, which
+are pruned weights or fillers: slots keep their columns and zeros stay zero, so a trained weight stays 2:4 and
+pruned weights stay pruned). The backward products use the dense reconstruction of A (torch ops, any device): training is
 not the hot path this format is for.
 """
 
@@ -15,57 +16,55 @@ from __future__ import annotations
 import torch
 
 from .._C_loader import _C, has_kernel
-from ..formats.semi24 import M_BLOCK, Semi24Matrix, check_semi24, decode_groups, padded_k, unpack_metadata
+from .._checks import check_dense, check_dim, check_linear_bias, check_tensor
+from ..formats.semi24 import Semi24Matrix, check_semi24, decode_groups, unpack_metadata
 from ._registry import GPU_BACKEND, LINEAR, check_mm_args
 
 
-def _check_components(op: str, values, metadata, K) -> None:
-    torch._check(values.dim() == 2, lambda: f"sparsekern.{op}: values must be 2-D")
-    torch._check(metadata.dtype == torch.int32, lambda: f"sparsekern.{op}: metadata must be int32")
-    torch._check(values.shape[1] * 2 == padded_k(K), lambda: f"sparsekern.{op}: values must have padded K / 2 columns")
-    torch._check(
-        metadata.dim() == 3
-        and metadata.shape[0] == (values.shape[0] + M_BLOCK - 1) // M_BLOCK
-        and metadata.shape[1] == values.shape[1] // 16
-        and metadata.shape[2] == 32,
-        lambda: f"sparsekern.{op}: metadata must have shape (ceil(M/32), Kp/32, 32)",
-    )
-
-
-def _check_dense(op: str, t, name: str, values) -> None:
-    torch._check(t.dim() == 2, lambda: f"sparsekern.{op}: {name} must be 2-D")
-    torch._check(t.dtype == values.dtype, lambda: f"sparsekern.{op}: {name} and values must have the same dtype")
+def check_op_args(op: str, values, metadata, dense, name: str, bias=None, linear: bool = False) -> None:
+    """What every 2:4 op checks before it runs (without reading the metadata): the fake kernels call it; the
+    C++ kernels make the same checks with the same words (csrc/semi24_checks.h)."""
+    where = f"sparsekern.{op}"
+    check_dense(where, dense, name, values)
+    check_tensor(where, values, "values")
+    check_dim(where, values, "values", 2)
+    check_semi24(where, values, metadata, (values.shape[0], dense.shape[1] if linear else dense.shape[0]),
+                 contents=False)
+    if linear:
+        check_linear_bias(where, bias, values, values.shape[0])
 
 
 def _dense_weight(values: torch.Tensor, metadata: torch.Tensor, K: int) -> torch.Tensor:
     return decode_groups(values, unpack_metadata(metadata, values.shape[0]))[:, :K]
 
 
-def _values_grad(G: torch.Tensor, metadata: torch.Tensor, Kp: int) -> torch.Tensor:
-    """Gradient of the stored slots from the dense gradient G (M, K) of A: G at each slot's column (0 in the
-    padding columns)."""
+def _values_grad(G: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor) -> torch.Tensor:
+    """Gradient of the stored slots from the dense gradient G (M, K) of A: G at each slot's column, and 0 in the
+    padding columns and on slots that store a zero.
+
+    A group with fewer than 2 weights fills its second slot with a zero (column 2 or 3; see formats/semi24.py),
+    and the metadata cannot tell that filler from a kept weight that is exactly zero. The rule is the one
+    from_dense applies: a zero is a pruned weight. Its slot gets no gradient, so training never revives it."""
     M, K = G.shape
+    Kp = values.shape[1] * 2
     Gp = G.new_zeros(M, Kp)
     Gp[:, :K] = G
     nib = unpack_metadata(metadata, M)
     idx = torch.stack((nib & 3, (nib >> 2) & 3), -1)
-    return Gp.view(M, Kp // 4, 4).gather(-1, idx).reshape(M, Kp // 2)
+    grad = Gp.view(M, Kp // 4, 4).gather(-1, idx).reshape(M, Kp // 2)
+    return torch.where(values != 0, grad, 0)
 
 
 if _C is not None:
 
     @torch.library.register_fake("sparsekern::semi24_mm")
     def _semi24_mm_fake(values, metadata, B):
-        _check_dense("semi24_mm", B, "B", values)
-        _check_components("semi24_mm", values, metadata, B.shape[0])
+        check_op_args("semi24_mm", values, metadata, B, "B")
         return B.new_empty((values.shape[0], B.shape[1]))
 
     @torch.library.register_fake("sparsekern::semi24_linear")
     def _semi24_linear_fake(x, values, metadata, bias):
-        _check_dense("semi24_linear", x, "x", values)
-        _check_components("semi24_linear", values, metadata, x.shape[1])
-        if bias is not None:
-            torch._check(bias.dim() == 1 and bias.shape[0] == values.shape[0], lambda: "sparsekern.semi24_linear: bias must be (M,)")
+        check_op_args("semi24_linear", values, metadata, x, "x", bias=bias, linear=True)
         return x.new_empty((x.shape[0], values.shape[0]))
 
     def _semi24_mm_setup(ctx, inputs, output):
@@ -76,7 +75,7 @@ if _C is not None:
         values, metadata, B = ctx.saved_tensors
         grad_values = grad_B = None
         if ctx.needs_input_grad[0]:
-            grad_values = _values_grad(grad @ B.t(), metadata, values.shape[1] * 2)
+            grad_values = _values_grad(grad @ B.t(), values, metadata)
         if ctx.needs_input_grad[2]:
             grad_B = _dense_weight(values, metadata, B.shape[0]).t() @ grad
         return grad_values, None, grad_B
@@ -91,7 +90,7 @@ if _C is not None:
         if ctx.needs_input_grad[0]:
             grad_x = grad @ _dense_weight(values, metadata, x.shape[1])
         if ctx.needs_input_grad[1]:
-            grad_values = _values_grad(grad.t() @ x, metadata, values.shape[1] * 2)
+            grad_values = _values_grad(grad.t() @ x, values, metadata)
         if ctx.needs_input_grad[3]:
             grad_bias = grad.sum(0)
         return grad_x, grad_values, None, grad_bias

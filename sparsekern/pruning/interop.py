@@ -63,11 +63,17 @@ def write_mask(module: nn.Module, mask: torch.Tensor, name: str = "weight") -> N
 
 def write_masks(model: nn.Module, masks: dict[str, torch.Tensor], name: str = "weight") -> nn.Module:
     """Writes {module name: mask} into `model` as torch.nn.utils.prune reparametrisations (see write_mask)."""
+    where = "sparsekern.pruning.write_masks"
     modules = dict(model.named_modules())
     for layer, mask in masks.items():
         if layer not in modules:
-            raise KeyError(f"sparsekern.pruning.write_masks: no module named {layer!r}")
-        write_mask(modules[layer], mask, name)
+            raise KeyError(f"{where}: no module named {layer!r}")
+        mod = modules[layer]
+        if not is_reparametrized(mod, name) and not isinstance(mod._parameters.get(name), nn.Parameter):
+            raise ValueError(f"{where}: module {layer!r} ({type(mod).__name__}) has no parameter {name!r} to mask")
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{where}: the mask of {layer!r} must be a torch.Tensor, got {type(mask).__name__}")
+        write_mask(mod, mask, name)
     return model
 
 

@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from .._checks import fail
+from .._checks import check_fraction, check_int, check_pair, check_tensor, fail
 
 GRANULARITIES = ("element", "n:m", "block", "vector", "kernel", "channel")
 _SLACK = 1e-6
@@ -38,17 +38,23 @@ _SLACK = 1e-6
 
 def view2d(t: torch.Tensor) -> torch.Tensor:
     """The (rows, cols) view the kernels multiply: (out, in) for Linear, (co, ci*kh*kw) for convolutions."""
-    return t.reshape(t.shape[0], -1)
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))  # not -1: a zero-size weight has no inferable dim
 
 
-def parse_granularity(granularity: str, n: int, m: int) -> tuple[str, int, int]:
-    """Accepts the names of GRANULARITIES, and "n:m" patterns spelled out ("2:4", "1:8") as a shorthand."""
-    if granularity in GRANULARITIES:
-        return granularity, n, m
+def parse_granularity(granularity: str, n: int, m: int, where: str = "sparsekern.pruning") -> tuple[str, int, int]:
+    """Accepts the names of GRANULARITIES, and "n:m" patterns spelled out ("2:4", "1:8") as a shorthand. For n:m,
+    checks 1 <= n < m."""
     parts = granularity.split(":") if isinstance(granularity, str) else ()
-    if len(parts) == 2 and all(p.isdigit() for p in parts):
-        return "n:m", int(parts[0]), int(parts[1])
-    fail("sparsekern.pruning", ValueError, f"granularity must be one of {GRANULARITIES} or 'N:M', got {granularity!r}")
+    if granularity not in GRANULARITIES:
+        if not (len(parts) == 2 and all(p.isdigit() for p in parts)):
+            fail(where, ValueError, f"granularity must be one of {GRANULARITIES} or 'N:M', got {granularity!r}")
+        granularity, n, m = "n:m", int(parts[0]), int(parts[1])
+    if granularity == "n:m":
+        check_int(where, n, "n")
+        check_int(where, m, "m")
+        if not 1 <= n < m:
+            fail(where, ValueError, f"n:m needs 1 <= n < m, got n={n}, m={m}")
+    return granularity, n, m
 
 
 def tile_for(
@@ -58,30 +64,26 @@ def tile_for(
     blocksize: tuple[int, int] = (16, 16),
     vector_size: int | None = None,
     channel_dim: int = 0,
+    where: str = "sparsekern.pruning",
 ) -> tuple[int, int]:
     """The (bm, bk) tile of `granularity` on the 2-D view of a weight of `shape` (see the module docstring)."""
-    where = "sparsekern.pruning"
     rows = shape[0]
     ksize = math.prod(shape[2:])  # kh*kw; 1 for Linear
     if granularity == "element":
         return (1, 1)
     if granularity == "vector":
         v = vector_size if vector_size is not None else (shape[-1] if len(shape) > 2 else 4)
-        if v < 1:
-            fail(where, ValueError, f"vector_size must be >= 1, got {v}")
-        return (1, v)
+        return (1, max(1, check_int(where, v, "vector_size", 1 if vector_size is not None else 0)))
+    # max(1, ...): a zero-size weight still gets a valid (empty) grid of tiles.
     if granularity == "kernel":
-        return (1, ksize)
+        return (1, max(1, ksize))
     if granularity == "block":
-        bm, bk = blocksize
-        if bm < 1 or bk < 1:
-            fail(where, ValueError, f"blocksize must be positive, got {blocksize}")
-        return (bm, bk)
+        return check_pair(where, blocksize, "blocksize", 1)
     if granularity == "channel":
         if channel_dim == 0:
-            return (1, math.prod(shape[1:]))
+            return (1, max(1, math.prod(shape[1:])))
         if channel_dim == 1:
-            return (rows, ksize)
+            return (max(1, rows), max(1, ksize))
         fail(where, ValueError, f"channel_dim must be 0 (output channels) or 1 (input channels), got {channel_dim}")
     fail(where, ValueError, f"granularity {granularity!r} has no tile")
 
@@ -101,10 +103,9 @@ def expand_groups(g: torch.Tensor, tile: tuple[int, int], shape2d: tuple[int, in
     return g.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[: shape2d[0], : shape2d[1]]
 
 
-def n_to_prune(sparsity: float, numel: int) -> int:
+def n_to_prune(sparsity: float, numel: int, where: str = "sparsekern.pruning") -> int:
     """P = ceil(sparsity * numel), with a little slack so 0.9 * 100 is 90, not 91."""
-    if not 0.0 <= sparsity <= 1.0:
-        fail("sparsekern.pruning", ValueError, f"sparsity must be in [0, 1], got {sparsity}")
+    sparsity = check_fraction(where, sparsity)
     return min(numel, max(0, math.ceil(sparsity * numel - _SLACK)))
 
 
@@ -139,7 +140,7 @@ def nm_keep(scores2d: torch.Tensor, alive2d: torch.Tensor, n: int, m: int) -> to
     """Keeps the n best-scoring alive elements of every m consecutive columns of each row. A ragged tail of
     r < m columns keeps min(n, r) of them. Zero (dead) weights are never kept."""
     if not 1 <= n < m:
-        fail("sparsekern.pruning.nm_mask", ValueError, f"need 1 <= n < m, got n={n}, m={m}")
+        fail("sparsekern.pruning.nm_mask", ValueError, f"n:m needs 1 <= n < m, got n={n}, m={m}")
     M, K = scores2d.shape
     groups = -(-K // m)
     s = torch.where(alive2d, scores2d.double(), float("-inf"))
@@ -166,21 +167,58 @@ def weight_mask(
 
     `scores` are element importances shaped like W (default |W|), aggregated per group with `agg`. For n:m
     the pattern fixes the sparsity: `sparsity` must be None (or equal to 1 - n/m)."""
-    granularity, n, m = parse_granularity(granularity, n, m)
+    return _weight_mask("sparsekern.pruning.weight_mask", W, sparsity, granularity, scores=scores, agg=agg, n=n, m=m,
+                        blocksize=blocksize, vector_size=vector_size, channel_dim=channel_dim)
+
+
+def _weight_mask(
+    where: str,
+    W: torch.Tensor,
+    sparsity: float | None = None,
+    granularity: str = "element",
+    *,
+    scores: torch.Tensor | None = None,
+    agg: str = "mean",
+    n: int = 2,
+    m: int = 4,
+    blocksize: tuple[int, int] = (16, 16),
+    vector_size: int | None = None,
+    channel_dim: int = 0,
+) -> torch.Tensor:
+    granularity, n, m = parse_granularity(granularity, n, m, where)
+    check_tensor(where, W, "W")
+    if W.dim() < 1:
+        fail(where, ValueError, f"W must have at least 1 dimension, got shape {tuple(W.shape)}")
+    if not W.is_floating_point():
+        fail(where, TypeError, f"W must be a floating-point tensor, got {W.dtype}")
+    if agg not in ("mean", "rms"):
+        fail(where, ValueError, f"agg must be 'mean' or 'rms', got {agg!r}")
     W2 = view2d(W.detach())
+    if scores is not None:
+        check_tensor(where, scores, "scores")
+        if scores.shape != W.shape:
+            fail(where, ValueError, f"scores shape {tuple(scores.shape)} != weight shape {tuple(W.shape)}")
     s2 = W2.abs() if scores is None else view2d(scores.detach())
-    if s2.shape != W2.shape:
-        fail("sparsekern.pruning", ValueError, f"scores shape {tuple(scores.shape)} != weight shape {tuple(W.shape)}")
     alive = W2 != 0
     if granularity == "n:m":
-        if sparsity is not None and abs(sparsity - (1 - n / m)) > _SLACK:
-            fail("sparsekern.pruning", ValueError, f"n:m = {n}:{m} fixes the sparsity at {1 - n / m}; got {sparsity}")
+        check_nm_sparsity(where, sparsity, n, m)
         return nm_keep(s2, alive, n, m).reshape(W.shape)
     if sparsity is None:
-        fail("sparsekern.pruning", ValueError, f"granularity {granularity!r} needs a sparsity")
-    tile = tile_for(granularity, tuple(W.shape), blocksize=blocksize, vector_size=vector_size, channel_dim=channel_dim)
-    keep = keep_from_group_scores(group_scores(s2, tile, agg), alive, tile, n_to_prune(sparsity, W.numel()))
+        fail(where, ValueError, f"granularity {granularity!r} needs a sparsity")
+    n_prune = n_to_prune(sparsity, W.numel(), where)
+    tile = tile_for(granularity, tuple(W.shape), blocksize=blocksize, vector_size=vector_size, channel_dim=channel_dim,
+                    where=where)
+    keep = keep_from_group_scores(group_scores(s2, tile, agg), alive, tile, n_prune)
     return keep.reshape(W.shape)
+
+
+def check_nm_sparsity(where: str, sparsity, n: int, m: int) -> None:
+    """n:m fixes the sparsity at 1 - n/m: a given sparsity must be that (not silently ignored)."""
+    if sparsity is None:
+        return
+    sparsity = check_fraction(where, sparsity)
+    if abs(sparsity - (1 - n / m)) > _SLACK:
+        fail(where, ValueError, f"n:m = {n}:{m} fixes the sparsity at {1 - n / m}; got {sparsity}: pass None")
 
 
 def keep_from_group_scores(gscores: torch.Tensor, alive2d: torch.Tensor, tile, n_prune: int) -> torch.Tensor:
@@ -193,19 +231,19 @@ def keep_from_group_scores(gscores: torch.Tensor, alive2d: torch.Tensor, tile, n
 
 def magnitude_mask(W: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Element-wise magnitude pruning: keeps the largest |w|, pruning ceil(sparsity * numel) weights."""
-    return weight_mask(W, sparsity, "element")
+    return _weight_mask("sparsekern.pruning.magnitude_mask", W, sparsity, "element")
 
 
 def nm_mask(W: torch.Tensor, n: int = 2, m: int = 4, scores: torch.Tensor | None = None) -> torch.Tensor:
     """Keeps the n largest |w| (or `scores`) of every m consecutive weights along the input dim of the 2-D view
     (for a Conv2d: along ci*kh*kw, the flattening W.reshape(co, -1) that the kernels multiply)."""
-    return weight_mask(W, None, "n:m", scores=scores, n=n, m=m)
+    return _weight_mask("sparsekern.pruning.nm_mask", W, None, "n:m", scores=scores, n=n, m=m)
 
 
 def block_mask(W: torch.Tensor, sparsity: float, blocksize: tuple[int, int] = (16, 16), scores=None) -> torch.Tensor:
     """Prunes whole (bm, bk) blocks of the 2-D view with the lowest mean |w| (or mean `scores`); the grid is
     anchored at (0, 0) and edge blocks are smaller when the blocksize does not divide the matrix."""
-    return weight_mask(W, sparsity, "block", scores=scores, blocksize=blocksize)
+    return _weight_mask("sparsekern.pruning.block_mask", W, sparsity, "block", scores=scores, blocksize=blocksize)
 
 
 def is_nm(mask: torch.Tensor, n: int = 2, m: int = 4) -> bool:

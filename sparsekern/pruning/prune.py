@@ -18,7 +18,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .._checks import fail
+from .._checks import check_fraction, fail
 from .criteria import CRITERIA, WEIGHT_CRITERIA, LossFn, aggregation, bn_scale_scores, element_scores
 from .graph import bn_after
 from .interop import effective_weight, write_mask, write_masks
@@ -28,6 +28,7 @@ from .masks import (
     group_sum,
     keep_from_group_scores,
     n_to_prune,
+    check_nm_sparsity,
     nm_keep,
     parse_granularity,
     select_pruned,
@@ -36,7 +37,7 @@ from .masks import (
     expand_groups,
 )
 
-WHERE = "sparsekern.pruning.prune"
+WHERE = "sparsekern.pruning.compute_masks"
 
 
 def compute_masks(
@@ -68,28 +69,67 @@ def compute_masks(
     `bn_map`), "second_order" (`hessian` "fisher" or "hutchinson", `n_probes`) and "taylor", the last two from
     `loss_fn(model, batch)` over `data`; see criteria.py. scope and normalize: see this module's docstring.
     Weights that are already zero count as pruned (masks never grow back)."""
-    granularity, n, m = parse_granularity(granularity, n, m)
+    return _compute_masks(WHERE, model, sparsity, granularity=granularity, criterion=criterion, scope=scope,
+                          filter_fn=filter_fn, n=n, m=m, blocksize=blocksize, vector_size=vector_size,
+                          channel_dim=channel_dim, loss_fn=loss_fn, data=data, hessian=hessian, n_probes=n_probes,
+                          normalize=normalize, bn_map=bn_map)
+
+
+def _check_sparsity(where: str, sparsity, granularity: str, n: int, m: int) -> None:
+    """A float in [0, 1] or a dict of them (or None for n:m, whose pattern fixes the sparsity: a given value, or
+    every value of a dict, must equal 1 - n/m rather than be ignored)."""
+    values = sparsity.values() if isinstance(sparsity, dict) else [sparsity]
+    for s in values:
+        if granularity == "n:m":
+            check_nm_sparsity(where, s, n, m)
+        elif s is None:
+            fail(where, ValueError, f"granularity {granularity!r} needs a sparsity")
+        else:
+            check_fraction(where, s)
+
+
+def _compute_masks(
+    where: str,
+    model: nn.Module,
+    sparsity=None,
+    *,
+    granularity: str = "element",
+    criterion: str = "magnitude",
+    scope: str = "layer",
+    filter_fn: FilterFn | None = None,
+    n: int = 2,
+    m: int = 4,
+    blocksize: tuple[int, int] = (16, 16),
+    vector_size: int | None = None,
+    channel_dim: int = 0,
+    loss_fn: LossFn | None = None,
+    data: Iterable | None = None,
+    hessian: str = "fisher",
+    n_probes: int = 1,
+    normalize: str = "auto",
+    bn_map: dict[str, str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """compute_masks, with errors naming `where` (the public function the user called)."""
+    if not isinstance(model, nn.Module):
+        fail(where, TypeError, f"model must be an nn.Module, got {type(model).__name__}")
+    granularity, n, m = parse_granularity(granularity, n, m, where)
+    _check_sparsity(where, sparsity, granularity, n, m)
     if criterion not in CRITERIA:
-        fail(WHERE, ValueError, f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        fail(where, ValueError, f"criterion must be one of {CRITERIA}, got {criterion!r}")
     if scope not in ("layer", "global"):
-        fail(WHERE, ValueError, f"scope must be 'layer' or 'global', got {scope!r}")
+        fail(where, ValueError, f"scope must be 'layer' or 'global', got {scope!r}")
     if normalize not in ("auto", "rms", "none"):
-        fail(WHERE, ValueError, f"normalize must be 'auto', 'rms' or 'none', got {normalize!r}")
+        fail(where, ValueError, f"normalize must be 'auto', 'rms' or 'none', got {normalize!r}")
     if criterion == "bn_scale" and (granularity != "channel" or channel_dim != 0):
-        fail(WHERE, ValueError, "criterion 'bn_scale' scores output channels: use granularity='channel', channel_dim=0")
-    if granularity == "n:m" and sparsity is not None and not isinstance(sparsity, dict):
-        if abs(sparsity - (1 - n / m)) > 1e-6:
-            fail(WHERE, ValueError, f"n:m = {n}:{m} fixes the sparsity at {1 - n / m}; pass sparsity=None")
-    elif granularity != "n:m" and sparsity is None:
-        fail(WHERE, ValueError, f"granularity {granularity!r} needs a sparsity")
+        fail(where, ValueError, "criterion 'bn_scale' scores output channels: use granularity='channel', channel_dim=0")
 
     layers = prunable_layers(model, filter_fn)
     if isinstance(sparsity, dict):
         if scope == "global":
-            fail(WHERE, ValueError, "a dict of per-layer sparsities needs scope='layer'")
+            fail(where, ValueError, "a dict of per-layer sparsities needs scope='layer'")
         unknown = sorted(set(sparsity) - set(layers))
         if unknown:
-            fail(WHERE, ValueError, f"{unknown} are not prunable layers selected by filter_fn (have {list(layers)})")
+            fail(where, ValueError, f"{unknown} are not prunable layers selected by filter_fn (have {list(layers)})")
         layers = {k: v for k, v in layers.items() if k in sparsity}
     if not layers:
         return {}
@@ -105,7 +145,8 @@ def compute_masks(
         return {k: nm_keep(scores2d[k], alive[k], n, m).reshape(w.shape) for k, w in weights.items()}
 
     tiles = {
-        k: tile_for(granularity, tuple(w.shape), blocksize=blocksize, vector_size=vector_size, channel_dim=channel_dim)
+        k: tile_for(granularity, tuple(w.shape), blocksize=blocksize, vector_size=vector_size, channel_dim=channel_dim,
+                    where=where)
         for k, w in weights.items()
     }
     if criterion != "bn_scale":  # bn_scale scores are already one per channel
@@ -160,8 +201,8 @@ def prune(
     With granularity="channel" (output channels) and `dependents`, a pruned channel becomes a dead unit: its
     bias entry and the gamma and beta of the BatchNorm it feeds are masked as well, so it outputs exactly zero
     (through any activation with f(0) = 0) and shrink_ can remove it without changing the model's output."""
-    masks = compute_masks(model, sparsity, granularity=granularity, criterion=criterion, scope=scope,
-                          filter_fn=filter_fn, **options)  # fmt: skip
+    masks = _compute_masks("sparsekern.pruning.prune", model, sparsity, granularity=granularity, criterion=criterion,
+                           scope=scope, filter_fn=filter_fn, **options)
     write_masks(model, masks)
     if dependents and granularity == "channel" and options.get("channel_dim", 0) == 0:
         mask_dead_units(model, masks, options.get("bn_map"))

@@ -14,6 +14,7 @@ from typing import Callable
 
 from torch import nn
 
+from .._checks import check_fraction, check_int, fail
 from .layers import model_sparsity
 from .prune import prune
 
@@ -23,6 +24,13 @@ def polynomial_sparsity(
 ) -> float:
     """Zhu & Gupta's schedule: s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0))^power for t0 <= t <= t1,
     s_i before t0 and s_f after t1. Pruning fast early (when redundant weights abound) and slowly late."""
+    where = "sparsekern.pruning.polynomial_sparsity"
+    check_fraction(where, final_sparsity, "final_sparsity")
+    check_fraction(where, initial_sparsity, "initial_sparsity")
+    for name, v in (("step", step), ("begin_step", begin_step), ("end_step", end_step), ("power", power)):
+        check_int(where, v, name)
+    if end_step < begin_step:
+        fail(where, ValueError, f"need begin_step <= end_step, got {begin_step} and {end_step}")
     if step <= begin_step:
         return initial_sparsity
     if step >= end_step:
@@ -34,8 +42,9 @@ def polynomial_sparsity(
 def iterative_sparsities(final_sparsity: float, rounds: int) -> list[float]:
     """Targets for `rounds` rounds that each prune the same fraction of the weights still alive, ending at
     `final_sparsity`: 1 - (1 - s)^(k / rounds) for k = 1..rounds (e.g. 0.9 in 3 rounds: 0.54, 0.78, 0.9)."""
-    if rounds < 1:
-        raise ValueError(f"sparsekern.pruning.iterative_sparsities: rounds must be >= 1, got {rounds}")
+    where = "sparsekern.pruning.iterative_sparsities"
+    check_fraction(where, final_sparsity, "final_sparsity")
+    check_int(where, rounds, "rounds", 1)
     return [1.0 - (1.0 - final_sparsity) ** (k / rounds) for k in range(1, rounds + 1)]
 
 
@@ -79,11 +88,14 @@ class GradualPruner:
         power: int = 3,
         **prune_options,
     ):
-        if end_step < begin_step or frequency < 1:
-            raise ValueError(
-                f"sparsekern.pruning.GradualPruner: need begin_step <= end_step and frequency >= 1, got "
-                f"{begin_step}, {end_step}, {frequency}"
-            )
+        where = "sparsekern.pruning.GradualPruner"
+        check_fraction(where, final_sparsity, "final_sparsity")
+        check_fraction(where, initial_sparsity, "initial_sparsity")
+        for name, v in (("begin_step", begin_step), ("end_step", end_step), ("power", power)):
+            check_int(where, v, name)
+        check_int(where, frequency, "frequency", 1)
+        if end_step < begin_step:
+            fail(where, ValueError, f"need begin_step <= end_step, got {begin_step} and {end_step}")
         self.model = model
         self.schedule = dict(final_sparsity=final_sparsity, begin_step=begin_step, end_step=end_step,
                              initial_sparsity=initial_sparsity, power=power)  # fmt: skip
