@@ -63,7 +63,7 @@ def tokens_per_second(model, prompt: torch.Tensor, new_tokens: int) -> float:
 
 
 _LOAD_CHILD = r"""
-import json, resource, sys, torch
+import json, sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
 path, how = sys.argv[1], sys.argv[2]
 cfg = LlamaConfig.from_pretrained(path)
@@ -72,15 +72,17 @@ with torch.device("meta"):
     model = LlamaForCausalLM(cfg)
 import sparsekern as sk
 from safetensors.torch import load_file
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096
-before = rss()
+def status(field):
+    line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+before = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM (the peak RSS) to the current RSS
 if how == "dense":
     model.load_state_dict(load_file(path + "/model.safetensors"), assign=True, strict=False)
 else:
     sk.load_compressed(model, path)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"before": before, "peak": peak, "after": rss()}))
+print(json.dumps({"before": before, "peak": status("VmHWM"), "after": status("VmRSS")}))
 """
 
 
@@ -89,9 +91,13 @@ def _load_rss(path: str, how: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(layers: int = 4, repeats: int = 3, prompt_len: int = 16, new_tokens: int = 32,
-        kinds: tuple[str, ...] = ("2:4", "70%"), vocab_size: int = 32000, measure_load: bool = True) -> dict:
-    """{"device", "config", "tokens_per_s": {kind: median}, "speedup": {kind: x}, "load_rss_mb": {...}}."""
+def run(layers: int = 4, repeats: int = 3, prompt_len: int = 8, new_tokens: int = 16,
+        kinds: tuple[str, ...] = ("2:4", "70%"), vocab_size: int = 32000, measure_load: bool = True,
+        threads: int | None = None) -> dict:
+    """{"device", "config", "tokens_per_s": {kind: median}, "speedup": {kind: x}, "load_rss_mb": {...}}.
+    `threads`: torch.set_num_threads for the generation (default: as configured)."""
+    if threads:
+        torch.set_num_threads(threads)
     from transformers import LlamaForCausalLM
 
     import sparsekern as sk
@@ -110,7 +116,7 @@ def run(layers: int = 4, repeats: int = 3, prompt_len: int = 16, new_tokens: int
     tps = {k: statistics.median(v) for k, v in samples.items()}
     result = {"device": _device_name(torch.device("cpu")), "torch": torch.__version__,
               "config": {"layers": layers, "vocab_size": vocab_size, "prompt": prompt_len, "new_tokens": new_tokens,
-                         "repeats": repeats, "dtype": "float32"} | SHAPE,
+                         "repeats": repeats, "dtype": "float32", "threads": torch.get_num_threads()} | SHAPE,
               "tokens_per_s": tps, "tokens_per_s_samples": samples,
               "speedup": {k: tps[k] / tps["dense"] for k in kinds}}
     if measure_load:
@@ -127,6 +133,7 @@ def run(layers: int = 4, repeats: int = 3, prompt_len: int = 16, new_tokens: int
             rss["dense"]["checkpoint_mb"] = sum(
                 os.path.getsize(os.path.join(dense_dir, f)) for f in os.listdir(dense_dir)) / 2**20
         result["load_rss_mb"] = {k: {"peak_minus_before": (v["peak"] - v["before"]) / 2**20,
+                                     "after_minus_before": (v["after"] - v["before"]) / 2**20,
                                      "checkpoint_mb": v["checkpoint_mb"]} for k, v in rss.items()}
     return result
 
@@ -135,18 +142,21 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--no-load", action="store_true", help="skip the load_compressed peak-RSS measurement")
     a = p.parse_args(argv)
-    r = run(a.layers, a.repeats, new_tokens=a.new_tokens, vocab_size=a.vocab_size, measure_load=not a.no_load)
+    r = run(a.layers, a.repeats, new_tokens=a.new_tokens, vocab_size=a.vocab_size, measure_load=not a.no_load,
+            threads=a.threads)
     print(f"{r['device']}, torch {r['torch']}, Llama hidden 2048 / intermediate 5632 / {a.layers} layers / vocab "
           f"{a.vocab_size}, fp32, batch 1, greedy, {a.new_tokens} new tokens, median of {a.repeats}")
     for k, v in r["tokens_per_s"].items():
         extra = f"  {r['speedup'][k]:.2f}x dense" if k in r["speedup"] else ""
         print(f"  {k:>6}: {v:7.2f} tokens/s{extra}")
     for k, v in r.get("load_rss_mb", {}).items():
-        print(f"  load {k:>6}: peak RSS +{v['peak_minus_before']:.0f} MiB (checkpoint {v['checkpoint_mb']:.0f} MiB)")
+        print(f"  load {k:>6}: peak RSS +{v['peak_minus_before']:.0f} MiB, after +{v['after_minus_before']:.0f} MiB "
+              f"(checkpoint {v['checkpoint_mb']:.0f} MiB)")
     print(json.dumps(r, indent=1, default=str))
 
 

@@ -405,9 +405,11 @@ def load_compressed(model: nn.Module, path: str, *, strict: bool = True) -> nn.M
                                    "into a model whose other layers are dense (sparsekern.densify_)")
         if mname in plan and (attr == "weight" or attr.startswith("weight_")):
             continue
-        found = next((n for n in names if n in ckpt.header), None)
-        if found is None:
+        present = [n for n in names if n in ckpt.header]
+        if not present:
             fail(_LOAD, KeyError, f"{path}: tensor '{key}' is missing from the checkpoint")
+        found = present[0]
+        used.update(present)  # a tied tensor stored under several names is read once
         shape, _ = need(found, key)
         want = tuple(getattr(mod, attr).shape)
         if shape != want:
@@ -521,7 +523,7 @@ def compressed_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], di
                     comps = csr_to_bitmask(A)
                 for s, t in comps.items():
                     tensors[f"{mname}.{s}"] = t
-                zeros += mod.in_features * mod.out_features - mod.nnz
+                zeros += mod.in_features * mod.out_features - int((mod.weight_values != 0).sum())
                 total += mod.in_features * mod.out_features
                 continue
             tensors[f"{mname}.weight"] = mod.weight.detach()
