@@ -115,7 +115,8 @@ def _rewrite(path, drop=None, change=None):
                 safetensors_torch.save_file(t, os.path.join(path, f))
 
 
-@pytest.mark.parametrize("case", ["truncated", "missing", "wrong_shape", "bad_bitmask", "quantized", "model_shape"])
+@pytest.mark.parametrize("case", ["truncated", "missing", "wrong_shape", "bad_bitmask", "quantized", "unknown",
+                                  "model_shape"])
 def test_bad_checkpoint_raises_and_leaves_model(case, tmp_path):
     path = _bad_copy(tmp_path, "24" if case == "missing" else "bitmask")
     model = TinyNet()
@@ -141,6 +142,11 @@ def test_bad_checkpoint_raises_and_leaves_model(case, tmp_path):
         cfg["quantization_config"] |= {"format": "pack-quantized", "config_groups": {"group_0": {}}}
         (path / "config.json").write_text(json.dumps(cfg))
         match = "config.json: the checkpoint is quantized"
+    elif case == "unknown":
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["quantization_config"]["sparsity_config"]["format"] = "marlin-24"
+        (path / "config.json").write_text(json.dumps(cfg))
+        match = "config.json: sparsity format 'marlin-24' is not one of"
     else:
         model.fc1 = nn.Linear(36, 40)
         match = r"tensor 'fc1.bitmask' has shape \(44, 5\); the model's fc1 is \(40, 36\)"

@@ -57,6 +57,7 @@ _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, 
               "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
               "BOOL": torch.bool}
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+_INTS = (torch.int64, torch.int32)
 
 # 4-bit group mask with exactly two bits set -> the 2:4 metadata nibble idx0 | idx1 << 2 (idx0 < idx1); -1 else.
 _NIBBLE_OF_MASK = torch.full((16,), -1, dtype=torch.int64)
@@ -106,7 +107,8 @@ def read_sparsity_config(path: str) -> dict:
     quantized, or whose sparsity format sparsekern does not read."""
     cfg_file = os.path.join(path, CONFIG_NAME)
     if not os.path.isfile(cfg_file):
-        fail(_LOAD, FileNotFoundError, f"{cfg_file} does not exist (expected a Hugging Face style checkpoint directory)")
+        fail(_LOAD, FileNotFoundError, f"{cfg_file} does not exist (expected a Hugging Face style checkpoint "
+                                       "directory)")
     try:
         with open(cfg_file) as f:
             config = json.load(f)
@@ -376,19 +378,17 @@ def load_compressed(model: nn.Module, path: str, *, strict: bool = True) -> nn.M
                                    "compressed Linear layers only")
         M, K = mod.out_features, mod.in_features
         hdr = {s: need(f"{name}.{s}", f"the {fmt} {s} of {name}") for s in suffixes}
-        expect = {"bitmask": ((M, -(-K // 8)), (torch.uint8,)),
-                  "compressed": (((M, K // 2),) if fmt == "sparse-24-bitmask" else None, _FLOATS),
-                  "shape": (None, (torch.int64, torch.int32)), "row_offsets": ((M,), (torch.int64, torch.int32))}
+        want = {"bitmask": (M, -(-K // 8)), "row_offsets": (M,), "shape": None,
+                "compressed": (M, K // 2) if fmt == "sparse-24-bitmask" else None}
+        dtypes = {"bitmask": (torch.uint8,), "compressed": _FLOATS, "shape": _INTS, "row_offsets": _INTS}
         for s in suffixes:
             shape, dtype = hdr[s]
-            want_shape, want_dtypes = expect[s]
             key = f"{name}.{s}"
-            if dtype not in want_dtypes:
-                fail(_LOAD, TypeError, f"{ckpt.where[key]}: tensor '{key}' is {dtype}, expected one of {want_dtypes}")
-            if want_shape is not None and shape not in (want_shape if isinstance(want_shape[0], tuple) else
-                                                        (want_shape,)):
+            if dtype not in dtypes[s]:
+                fail(_LOAD, TypeError, f"{ckpt.where[key]}: tensor '{key}' is {dtype}, expected one of {dtypes[s]}")
+            if want[s] is not None and shape != want[s]:
                 fail(_LOAD, ValueError, f"{ckpt.where[key]}: tensor '{key}' has shape {shape}; the model's {name} "
-                                        f"is ({M}, {K}), which needs {want_shape}")
+                                        f"is ({M}, {K}), which needs {want[s]}")
         if fmt == "sparse-bitmask" and len(hdr["compressed"][0]) != 1:
             key = f"{name}.compressed"
             fail(_LOAD, ValueError, f"{ckpt.where[key]}: tensor '{key}' must be 1-D, got {hdr['compressed'][0]}")

@@ -35,7 +35,8 @@ def batches(data: Iterable | None, what: str) -> list:
 def check_linear(layers: dict[str, nn.Module], what: str) -> None:
     bad = [n for n, m in layers.items() if not isinstance(m, nn.Linear)]
     if bad:
-        fail(WHERE, ValueError, f"criterion {what!r} prunes Linear layers only; {bad} are not (filter_fn excludes them)")
+        fail(WHERE, ValueError, f"criterion {what!r} prunes Linear layers only; {bad} are not (exclude them with "
+                                "filter_fn)")
 
 
 class _Stop(Exception):
