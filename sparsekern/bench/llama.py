@@ -82,6 +82,11 @@ if how == "dense":
     model.load_state_dict(load_file(path + "/model.safetensors"), assign=True, strict=False)
 else:
     sk.load_compressed(model, path)
+# safetensors maps the file: a tensor's pages become resident when first read. Read every one, as the first
+# forward would, so both figures are the resident size of a usable model.
+for t in list(model.parameters()) + list(model.buffers()):
+    if not t.is_meta:
+        t.sum()
 print(json.dumps({"before": before, "peak": status("VmHWM"), "after": status("VmRSS")}))
 """
 
