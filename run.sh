@@ -23,6 +23,8 @@ setup() {
   "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
   "$PY" -c "import numpy, pytest, pytest_benchmark, hypothesis, ninja, setuptools" 2>/dev/null \
     || "$PY" -m pip install -q numpy pytest pytest-benchmark hypothesis ninja setuptools wheel
+  "$PY" -c "import transformers, safetensors" 2>/dev/null \
+    || "$PY" -m pip install -q transformers==5.24.0 safetensors==0.8.0
   "$PY" -c "import triton" 2>/dev/null || "$PY" -m pip install -q "triton>=3.2" \
     || echo "run.sh: triton could not be installed; Triton kernels and their tests are skipped" >&2
   local stamp="$VENV/.sparsekern-build" sum

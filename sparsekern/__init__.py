@@ -5,6 +5,7 @@ from . import formats, nn, ops, pruning
 from .backends import backends
 from .explain import explain
 from .formats import BSRMatrix, CSRMatrix, Semi24Matrix
+from .interop import load_compressed, save_compressed
 from .nn import SparseConv2d, SparseLinear, densify_, sparsify_
 from .report import report
 from .tuning import tune
@@ -12,4 +13,5 @@ from .tuning import tune
 __version__ = "0.1.0"
 
 __all__ = ["BSRMatrix", "CSRMatrix", "Semi24Matrix", "SparseConv2d", "SparseLinear", "backends", "densify_",
-           "explain", "formats", "nn", "ops", "pruning", "report", "sparsify_", "tune"]
+           "explain", "formats", "load_compressed", "nn", "ops", "pruning", "report", "save_compressed", "sparsify_",
+           "tune"]

@@ -97,10 +97,14 @@ def wants_bitmap(W: torch.Tensor, mask: torch.Tensor | None, fmt: str) -> bool:
     bitmap kernel for it — fp16/bf16 on CUDA (tensor cores), or CPU decode at the densities its table lists."""
     if fmt != "csr":
         return False
+    return bitmap_for(float(kept(W, mask).float().mean()) if W.numel() else 0.0, W.dtype, W.device)
+
+
+def bitmap_for(density: float, dtype: torch.dtype, device: torch.device) -> bool:
+    """wants_bitmap for a CSR weight of this density, dtype and device (what a loader knows without a dense W)."""
     from .. import dispatch
 
-    if W.device.type == "cuda":
-        return W.dtype != torch.float32
-    density = float(kept(W, mask).float().mean()) if W.numel() else 0.0
+    if device.type == "cuda":
+        return dtype != torch.float32
     table = getattr(dispatch, "CPU_BITMAP_MIN_DENSITY", {})
     return bool(table) and tuning.cpu_isa() == "avx512" and density >= min(table.values())

@@ -6,6 +6,9 @@
     taylor        mean over batches of |g_b * w|               groups: mean   (first-order Taylor, Molchanov et al.)
     second_order  1/2 * h_ii * w^2, h_ii the Hessian diagonal  groups: mean   (Optimal Brain Damage, LeCun et al.)
     bn_scale      |gamma| of the BatchNorm the output channel feeds (network slimming, Liu et al.); channels only
+    wanda         |w| * ||x_j||_2 from calibration batches     element: per output row (Sun et al.; wanda.py)
+    sparsegpt     OBS with a calibration Hessian, updating the kept weights (Frantar & Alistarh; sparsegpt.py):
+                  element and n:m only; prune() writes the updated weights, compute_masks leaves the model as it is
 
 At element granularity magnitude, l1 and l2 rank identically. Group scores are per element (mean rather than sum)
 so ragged edge groups and layers of different fan-in compete fairly: a budget counts elements, and the mean is the
@@ -29,7 +32,7 @@ from .graph import bn_after
 from .interop import effective_weight, trainable_name, trainable_param
 from .layers import eval_mode, prunable_layers
 
-CRITERIA = ("magnitude", "l1", "l2", "bn_scale", "second_order", "taylor")
+CRITERIA = ("magnitude", "l1", "l2", "bn_scale", "second_order", "taylor", "wanda", "sparsegpt")
 WEIGHT_CRITERIA = ("magnitude", "l1", "l2")
 HESSIAN_METHODS = ("fisher", "hutchinson")
 
@@ -58,6 +61,10 @@ def element_scores(
         return {n: w.square() for n, w in weights.items()}
     if criterion == "taylor":
         return taylor_scores(model, loss_fn, data, layers)
+    if criterion == "wanda":
+        from .wanda import wanda_scores
+
+        return wanda_scores(model, layers, data)
     if criterion == "second_order":
         h = hessian_diagonal(model, loss_fn, data, layers, method=hessian, n_probes=n_probes)
         return {n: 0.5 * h[n] * weights[n].square() for n in layers}

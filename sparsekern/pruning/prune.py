@@ -23,6 +23,7 @@ from .criteria import CRITERIA, WEIGHT_CRITERIA, LossFn, aggregation, bn_scale_s
 from .graph import bn_after
 from .interop import effective_weight, write_mask, write_masks
 from .layers import FilterFn, prunable_layers
+from .wanda import row_keep
 from .masks import (
     group_scores,
     group_sum,
@@ -67,8 +68,10 @@ def compute_masks(
     (`vector_size`), "kernel", "channel" (`channel_dim` 0: output channels, 1: input channels); see masks.py.
     criterion: "magnitude", "l1", "l2", "bn_scale" (output channels only; BatchNorm found by graph.bn_after or
     `bn_map`), "second_order" (`hessian` "fisher" or "hutchinson", `n_probes`) and "taylor", the last two from
-    `loss_fn(model, batch)` over `data`; see criteria.py. scope and normalize: see this module's docstring.
-    Weights that are already zero count as pruned (masks never grow back)."""
+    `loss_fn(model, batch)` over `data`; "wanda" and "sparsegpt" (Linear layers; calibration batches `data`, each
+    run as model(batch), model(*batch) or model(**batch); wanda ranks within output rows at element granularity;
+    sparsegpt: element or n:m, and prune() also writes its updated weights). See criteria.py. scope and normalize:
+    see this module's docstring. Weights that are already zero count as pruned (masks never grow back)."""
     return _compute_masks(WHERE, model, sparsity, granularity=granularity, criterion=criterion, scope=scope,
                           filter_fn=filter_fn, n=n, m=m, blocksize=blocksize, vector_size=vector_size,
                           channel_dim=channel_dim, loss_fn=loss_fn, data=data, hessian=hessian, n_probes=n_probes,
@@ -133,6 +136,8 @@ def _compute_masks(
         layers = {k: v for k, v in layers.items() if k in sparsity}
     if not layers:
         return {}
+    if criterion == "sparsegpt":
+        return _sparsegpt(where, model, layers, sparsity, granularity, scope, n, m, data, copy=True)
     weights = {k: effective_weight(mod) for k, mod in layers.items()}
     alive = {k: view2d(w) != 0 for k, w in weights.items()}
 
@@ -154,6 +159,8 @@ def _compute_masks(
     if scope == "layer":
         per_layer = sparsity if isinstance(sparsity, dict) else dict.fromkeys(layers, sparsity)
         masks = {}
+        if criterion == "wanda" and granularity == "element":  # Wanda's comparison group: each output row
+            return {k: row_keep(scores2d[k], alive[k], per_layer[k]).reshape(w.shape) for k, w in weights.items()}
         for k, w in weights.items():
             keep = keep_from_group_scores(scores2d[k], alive[k], tiles[k], n_to_prune(per_layer[k], w.numel()))
             masks[k] = keep.reshape(w.shape)
@@ -161,6 +168,30 @@ def _compute_masks(
     if normalize == "rms" or (normalize == "auto" and criterion in WEIGHT_CRITERIA):
         scores2d = {k: s / weights[k].float().square().mean().sqrt().clamp_min(1e-30) for k, s in scores2d.items()}
     return _global_masks(weights, alive, tiles, scores2d, sparsity)
+
+
+def _sparsegpt(where, model, layers, sparsity, granularity, scope, n, m, data, copy: bool) -> dict[str, torch.Tensor]:
+    """SparseGPT masks; it prunes layer by layer on the already-pruned model, so it works on a copy of `model`
+    when `copy` (compute_masks leaves the model as it is) and updates `model`'s weights otherwise (prune)."""
+    if granularity not in ("element", "n:m") or scope != "layer":
+        fail(where, ValueError, f"criterion 'sparsegpt' supports granularity 'element' or 'n:m' with scope='layer', "
+                                f"got {granularity!r}, {scope!r}")
+    from .sparsegpt import prune_sparsegpt
+
+    if copy:
+        import copy as copy_
+
+        names = list(layers)
+        model = copy_.deepcopy(model)
+        modules = dict(model.named_modules())
+        layers = {k: modules[k] for k in names}
+    nm = dict(n=n, m=m) if granularity == "n:m" else {}
+    if isinstance(sparsity, dict):
+        masks = {}
+        for k in layers:
+            masks |= prune_sparsegpt(model, {k: layers[k]}, data, sparsity=sparsity[k], **nm)
+        return masks
+    return prune_sparsegpt(model, layers, data, sparsity=sparsity, **nm)
 
 
 def _global_masks(weights, alive, tiles, gscores, sparsity: float) -> dict[str, torch.Tensor]:
@@ -201,8 +232,18 @@ def prune(
     With granularity="channel" (output channels) and `dependents`, a pruned channel becomes a dead unit: its
     bias entry and the gamma and beta of the BatchNorm it feeds are masked as well, so it outputs exactly zero
     (through any activation with f(0) = 0) and shrink_ can remove it without changing the model's output."""
-    masks = _compute_masks("sparsekern.pruning.prune", model, sparsity, granularity=granularity, criterion=criterion,
-                           scope=scope, filter_fn=filter_fn, **options)
+    where = "sparsekern.pruning.prune"
+    if criterion == "sparsegpt":
+        _compute_masks(where, model, sparsity, granularity=granularity, criterion="magnitude", scope=scope,
+                       filter_fn=filter_fn, **options)  # the same argument checks, on a cheap criterion
+        gran, n, m = parse_granularity(granularity, options.get("n", 2), options.get("m", 4), where)
+        layers = prunable_layers(model, filter_fn)
+        if isinstance(sparsity, dict):
+            layers = {k: v for k, v in layers.items() if k in sparsity}
+        masks = _sparsegpt(where, model, layers, sparsity, gran, scope, n, m, options.get("data"), copy=False)
+    else:
+        masks = _compute_masks(where, model, sparsity, granularity=granularity, criterion=criterion, scope=scope,
+                               filter_fn=filter_fn, **options)
     write_masks(model, masks)
     if dependents and granularity == "channel" and options.get("channel_dim", 0) == 0:
         mask_dead_units(model, masks, options.get("bn_map"))
