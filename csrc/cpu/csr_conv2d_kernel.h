@@ -36,14 +36,14 @@ __attribute__((optimize("fp-contract=fast"), always_inline)) inline void conv_ti
   for (int i = 0; i < NV; ++i) o[i] = acc[i];
 }
 
-// Rows [m0, m1) over grid columns [t0, t1) of one image; t1 - t0 <= 64 and a multiple of 8 (columns past the
-// grid read the staging buffer's slack and are dropped). Writes out[m * osc + h * osh + w * osw]
+// Rows [m0, m1) over grid columns [t0, t1) of one image; t1 - t0 <= 64 and a multiple of 8 (columns past
+// the grid read the staging buffer's slack and are dropped). Writes out[m * osc + h * osh + w * osw]
 // for the grid's columns with h < Ho, w < Wo. `direct`: fp32 output laid out as the grid (Wq == Wo, osw == 1,
 // osh == Wo, grid a multiple of 8 columns), written straight from the accumulators.
 template <typename index_t, typename out_t>
 void conv_rows(const index_t* crow, const int32_t* off, const float* val, const float* buf, const float* bias,
-               int64_t m0, int64_t m1, int64_t t0, int64_t t1, int64_t Wq, int64_t Ho, int64_t Wo, out_t* out, int64_t osc,
-               int64_t osh, int64_t osw, bool direct) {
+               int64_t m0, int64_t m1, int64_t t0, int64_t t1, int64_t Wq, int64_t Ho, int64_t Wo, out_t* out,
+               int64_t osc, int64_t osh, int64_t osw, bool direct) {
   alignas(64) float tmp[64];
   const float* b = buf + t0;
   const int64_t width = t1 - t0;
