@@ -35,6 +35,11 @@ TORCH_LIBRARY(sparsekern, m) {
   m.def("semi24_mm(Tensor values, Tensor metadata, Tensor B) -> Tensor");
   // x (T, K) @ A.T + bias -> (T, M), A 2:4 as above: the nn.Linear orientation, neither A nor x transposed.
   m.def("semi24_linear(Tensor x, Tensor values, Tensor metadata, Tensor? bias) -> Tensor");
+  // Convolution of x (N, C, H, W) with a CSR weight (out_channels, C / groups * kh * kw) (nn.Conv2d's weight
+  // viewed 2-D) + bias -> (N, out_channels, Ho, Wo), as an implicit GEMM (no unfold). padding is (top, bottom,
+  // left, right), so "same" with an even kernel fits; channels_last picks the output's memory format.
+  m.def("csr_conv2d(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias, int[2] kernel_size, int[2] stride, "
+        "int[4] padding, int[2] dilation, int groups, bool channels_last) -> Tensor");
   // The instruction set the CPU kernels run (0 baseline, 1 AVX2, 2 AVX-512), for sk.backends().
   m.def("cpu_isa() -> int", [] { return static_cast<int64_t>(sparsekern::cpu::detect_isa()); });
 }

@@ -1,7 +1,16 @@
 """SparseConv2d: nn.Conv2d with its weight in a sparse format.
 
-The weight is held as the (out_channels, in_channels/groups * kh * kw) matrix of nn.Conv2d's weight.view(co, -1)
-and the convolution runs as unfold + sparse_linear, one group at a time.
+The weight is held as nn.Conv2d's weight viewed 2-D, (out_channels, in_channels/groups * kh * kw), so the
+state_dict and `.weight` keep the standard shapes and a 2:4 group of 4 never straddles two kernels' channels.
+Compute paths, by format:
+
+- csr: `sk.ops.csr_conv2d`, an implicit GEMM over the input (every stride, padding, dilation and groups value,
+  NCHW or channels_last, no unfold). Groups need no slicing: each stored weight's input offset includes its group.
+- bsr / 2:4 (groups == 1): a 1x1 convolution is one GEMM on the activations (NCHW: W @ x[b].view(C, H*W) per image
+  with bsr_mm / semi24_mm; channels_last: x viewed (N*H*W, C) through sparse_linear, giving a channels_last
+  output); k x k runs unfold + sparse_linear. With groups > 1 they compute through the materialised dense weight:
+  neither format has a grouped kernel, and sparsekern.nn.auto never picks them for a grouped convolution.
+- dense: F.conv2d.
 """
 
 from __future__ import annotations
@@ -11,39 +20,72 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import fail
+from ..ops.csr_conv2d import conv_padding, out_size, wants_channels_last
 from . import auto
 from ._weight import SparseWeight, format_of, weight_in_format
 
+_pair = nn.modules.utils._pair
+
 
 class SparseConv2d(SparseWeight):
-    """nn.Conv2d (zeros padding) whose (out_channels, in_channels/groups*kh*kw) weight is sparse."""
+    """nn.Conv2d (zeros padding) whose (out_channels, in_channels/groups*kh*kw) weight is sparse.
+
+    Build it with `SparseConv2d.from_dense(conv, format="auto")`. Only the stored values are trainable, so
+    fine-tuning keeps the sparsity pattern.
+    """
 
     _where = "SparseConv2d"
 
     def __init__(self, weight, bias, in_channels: int, kernel_size, stride=1, padding=0, dilation=1, groups: int = 1):
         super().__init__()
-        format_of(weight)
+        try:
+            format_of(weight)
+        except TypeError as e:
+            fail(self._where, TypeError, str(e))
+        if isinstance(weight, torch.Tensor) and weight.dim() != 2:
+            fail(self._where, ValueError, f"the weight must be given 2-D (out_channels, in_channels/groups*kh*kw), "
+                                          f"got shape {tuple(weight.shape)}")
         self.in_channels, self.groups = int(in_channels), int(groups)
-        self.kernel_size = nn.modules.utils._pair(kernel_size)
-        self.stride, self.dilation = nn.modules.utils._pair(stride), nn.modules.utils._pair(dilation)
-        self.padding = padding if isinstance(padding, str) else nn.modules.utils._pair(padding)
+        self.kernel_size = _pair(kernel_size)
+        self.stride, self.dilation = _pair(stride), _pair(dilation)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self._pad4 = conv_padding(self._where, self.padding, self.kernel_size, self.dilation)
         self._set_matrix(weight)
         self.out_channels = self._shape[0]
         kh, kw = self.kernel_size
+        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
+            fail(self._where, ValueError, f"groups = {self.groups} must divide in_channels ({self.in_channels}) "
+                                          f"and out_channels ({self.out_channels})")
         if self._shape[1] != self.in_channels // self.groups * kh * kw:
             fail(self._where, ValueError, f"weight is {self._shape}, expected ({self.out_channels}, "
                                           f"{self.in_channels // self.groups * kh * kw})")
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone().to(self.weight_values.dtype))
+        if bias is not None:
+            if tuple(bias.shape) != (self.out_channels,):
+                fail(self._where, ValueError, f"bias must have shape ({self.out_channels},), got {tuple(bias.shape)}")
+            bias = nn.Parameter(bias.detach().clone().to(self.weight_values.dtype))
+        self.bias = bias
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, format: str = "auto", *, blocksize=None, mask=None, n_tokens=None):
+        """A SparseConv2d computing what `conv` computes, keeping its nonzero weights (or where `mask`, shaped like
+        conv.weight, is True). format: "csr", "bsr" (give `blocksize`), "2:4" (at most 2 kept in every aligned 4
+        along in_channels/groups*kh*kw), "dense", or "auto" (n_tokens: output positions per image)."""
         where = f"{cls._where}.from_dense"
         if not isinstance(conv, nn.Conv2d):
             fail(where, TypeError, f"expected an nn.Conv2d, got {type(conv).__name__}")
+        if conv.padding_mode != "zeros":
+            fail(where, ValueError, f"only padding_mode='zeros' is supported, got {conv.padding_mode!r}")
+        if conv.weight.dim() != 4:
+            fail(where, ValueError, f"expected a 4-D weight, got shape {tuple(conv.weight.shape)}")
         W = conv.weight.detach().reshape(conv.out_channels, -1)
+        if mask is not None and tuple(mask.shape) != tuple(conv.weight.shape):
+            fail(where, ValueError, f"mask must be shaped like conv.weight {tuple(conv.weight.shape)}, "
+                                    f"got {tuple(mask.shape)}")
         m2 = None if mask is None else mask.reshape(W.shape)
         if format == "auto":
-            decision = auto.choose(W, mask=m2, n_tokens=n_tokens, kind="conv")
+            # Grouped bsr / 2:4 have no sparse kernel here (see the module docstring): only csr competes.
+            allowed = None if conv.groups == 1 else {"csr"}
+            decision = auto.choose(W, mask=m2, n_tokens=n_tokens, kind="conv", allowed=allowed)
             format, blocksize = decision.format, decision.blocksize
         else:
             decision = None
@@ -58,27 +100,53 @@ class SparseConv2d(SparseWeight):
         return self.dense_weight_2d().view(self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._format == "dense":
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            fail(self._where, ValueError, f"expected input (N, {self.in_channels}, H, W) or ({self.in_channels}, H, "
+                                          f"W), got shape {tuple(x.shape)}")
+        if self._format == "dense" or (self._format != "csr" and self.groups > 1):
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        from ..ops import sparse_linear
+        if self._format == "csr":
+            from ..ops import csr_conv2d
 
+            return csr_conv2d(x, self.matrix(), self.bias, kernel_size=self.kernel_size, stride=self.stride,
+                              padding=self._pad4, dilation=self.dilation, groups=self.groups)
         unbatched = x.dim() == 3
-        if unbatched:
-            x = x.unsqueeze(0)
-        N, _, H, W = x.shape
-        kh, kw = self.kernel_size
-        pad = self.padding
-        if isinstance(pad, str):
-            pad = (0, 0) if pad == "valid" else tuple(self.dilation[i] * (self.kernel_size[i] - 1) // 2 for i in range(2))
-        cols = F.unfold(x, self.kernel_size, self.dilation, pad, self.stride)  # (N, C*kh*kw, L)
-        Ho = (H + 2 * pad[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        Wo = (W + 2 * pad[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        A = self.matrix()
-        y = sparse_linear(cols.transpose(1, 2), A, self.bias)  # (N, L, out)
-        y = y.transpose(1, 2).reshape(N, self.out_channels, Ho, Wo)
+        y = self._gemm_forward(x.unsqueeze(0) if unbatched else x)
         return y.squeeze(0) if unbatched else y
 
+    def _gemm_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """bsr / 2:4, groups == 1: 1x1 as a GEMM on the activations, k x k as unfold + sparse_linear."""
+        from ..ops import bsr_mm, semi24_mm, sparse_linear
+
+        A = self.matrix()
+        channels_last = wants_channels_last(x)
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        pt, pb, pl, pr = self._pad4
+        N, C, H, W = x.shape
+        Ho, Wo = out_size(H, pt, pb, kh, sh, dh), out_size(W, pl, pr, kw, sw, dw)
+        co = self.out_channels
+        if kh == kw == 1 and self._pad4 == (0, 0, 0, 0):
+            x = x[:, :, ::sh, ::sw]
+            if not channels_last:
+                mm = bsr_mm if self._format == "bsr" else semi24_mm
+                y = torch.stack([mm(A, x[b].reshape(C, Ho * Wo)) for b in range(N)])
+                if self.bias is not None:
+                    y = y + self.bias[:, None]
+                return y.view(N, co, Ho, Wo)
+            rows = x.permute(0, 2, 3, 1).reshape(N * Ho * Wo, C)
+        else:
+            if pt != pb or pl != pr:
+                x, pad = F.pad(x, (pl, pr, pt, pb)), (0, 0)
+            else:
+                pad = (pt, pl)
+            cols = F.unfold(x, self.kernel_size, self.dilation, pad, self.stride)  # (N, C*kh*kw, Ho*Wo)
+            rows = cols.transpose(1, 2).reshape(N * Ho * Wo, C * kh * kw)
+        # (N*Ho*Wo, co) row-major is the channels_last layout of (N, co, Ho, Wo).
+        y = sparse_linear(rows, A, self.bias).view(N, Ho, Wo, co).permute(0, 3, 1, 2)
+        return y if channels_last else y.contiguous()
+
     def to_dense_module(self) -> nn.Conv2d:
+        """An nn.Conv2d computing the same function (weights copied)."""
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                          self.dilation, self.groups, bias=self.bias is not None, device=self.weight_values.device,
                          dtype=self.weight_values.dtype)

@@ -11,6 +11,7 @@ from .._C_loader import require_C
 from .._checks import check_same, check_tensor, fail
 from ._registry import LINEAR
 from .bsr_mm import bsr_mm
+from .csr_conv2d import csr_conv2d
 from .csr_mm import csr_mm
 from .semi24_mm import semi24_mm
 
@@ -42,4 +43,4 @@ def sparse_linear(x: torch.Tensor, A, bias: torch.Tensor | None = None, *, valid
     return y.reshape(*x.shape[:-1], M)
 
 
-__all__ = ["bsr_mm", "csr_mm", "semi24_mm", "sparse_linear"]
+__all__ = ["bsr_mm", "csr_conv2d", "csr_mm", "semi24_mm", "sparse_linear"]
