@@ -6,6 +6,7 @@ Compute paths, by format:
 
 - csr: `sk.ops.csr_conv2d`, an implicit GEMM over the input (every stride, padding, dilation and groups value,
   NCHW or channels_last, no unfold). Groups need no slicing: each stored weight's input offset includes its group.
+  It is a CPU kernel; on a GPU csr takes the bsr / 2:4 path below (csr_mm / csr_linear have GPU kernels).
 - bsr / 2:4 (groups == 1): a 1x1 convolution is one GEMM on the activations (NCHW: W @ x[b].view(C, H*W) per image
   with bsr_mm / semi24_mm; channels_last: x viewed (N*H*W, C) through sparse_linear, giving a channels_last
   output); k x k runs unfold + sparse_linear. With groups > 1 they compute through the materialised dense weight:
@@ -103,9 +104,10 @@ class SparseConv2d(SparseWeight):
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
             fail(self._where, ValueError, f"expected input (N, {self.in_channels}, H, W) or ({self.in_channels}, H, "
                                           f"W), got shape {tuple(x.shape)}")
-        if self._format == "dense" or (self._format != "csr" and self.groups > 1):
+        if self._format == "dense" or (self._format != "csr" and self.groups > 1) or (
+                self._format == "csr" and self.groups > 1 and x.device.type != "cpu"):
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        if self._format == "csr":
+        if self._format == "csr" and x.device.type == "cpu":
             from ..ops import csr_conv2d
 
             return csr_conv2d(x, self.matrix(), self.bias, kernel_size=self.kernel_size, stride=self.stride,
@@ -114,9 +116,20 @@ class SparseConv2d(SparseWeight):
         y = self._gemm_forward(x.unsqueeze(0) if unbatched else x)
         return y.squeeze(0) if unbatched else y
 
+    def kernel(self, n_tokens: int) -> str:
+        """The op that computes this layer for `n_tokens` output positions (sparsekern.explain says why)."""
+        if self._format == "dense" or (self._format != "csr" and self.groups > 1):
+            return "F.conv2d"
+        if self._format == "csr" and self.weight_values.device.type == "cpu":
+            return "csr_conv2d"
+        one_by_one = self.kernel_size == (1, 1) and self._pad4 == (0, 0, 0, 0)
+        return {"csr": "csr_mm" if one_by_one else "csr_linear", "bsr": "bsr_mm" if one_by_one else "bsr_linear",
+                "2:4": "semi24_mm" if one_by_one else "semi24_linear"}[self._format]
+
     def _gemm_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """bsr / 2:4, groups == 1: 1x1 as a GEMM on the activations, k x k as unfold + sparse_linear."""
-        from ..ops import bsr_mm, semi24_mm, sparse_linear
+        """groups == 1 off the CPU kernel (bsr, 2:4; csr on a GPU, where csr_conv2d has no kernel): 1x1 as a GEMM
+        on the activations, k x k as unfold + sparse_linear."""
+        from ..ops import bsr_mm, csr_mm, semi24_mm, sparse_linear
 
         A = self.matrix()
         channels_last = wants_channels_last(x)
@@ -128,7 +141,7 @@ class SparseConv2d(SparseWeight):
         if kh == kw == 1 and self._pad4 == (0, 0, 0, 0):
             x = x[:, :, ::sh, ::sw]
             if not channels_last:
-                mm = bsr_mm if self._format == "bsr" else semi24_mm
+                mm = {"csr": csr_mm, "bsr": bsr_mm, "2:4": semi24_mm}[self._format]
                 y = torch.stack([mm(A, x[b].reshape(C, Ho * Wo)) for b in range(N)])
                 if self.bias is not None:
                     y = y + self.bias[:, None]

@@ -181,7 +181,9 @@ def sparsify_(model: nn.Module, format: str = "auto", filter_fn: Callable[[str, 
         tokens = sorted({p for _, p in calls}) if calls else n_tokens
         if format == "auto":
             W2 = W.reshape(W.shape[0], -1)
-            decision = auto.choose(W2, None if mask is None else mask.reshape(W2.shape), tokens, kind)
+            # Grouped bsr / 2:4 convolutions have no sparse kernel (SparseConv2d's docstring): only csr competes.
+            allowed = {"csr"} if getattr(mod, "groups", 1) > 1 else None
+            decision = auto.choose(W2, None if mask is None else mask.reshape(W2.shape), tokens, kind, allowed)
             new = None
             if calls:
                 def build(cand, mod=mod, mask=mask):
