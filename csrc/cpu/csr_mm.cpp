@@ -12,6 +12,9 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "checks.h"
 #include "cpu/csr_common.h"
 #include "cpu/csr_mm.h"
@@ -68,11 +71,14 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
         const int64_t osm = out.stride(0), osn = out.stride(1);
         const bool ok = parallel_over_rows(crow_p, M, [&](int64_t r0, int64_t r1) {
           bool row_ok = true;
+          // The rows' fp32 partial sums and positions across K blocks (csr_mm_kernel.h).
+          std::vector<float> scratch((r1 - r0) * std::min(N, kPanel));
+          std::vector<int64_t> cur(r1 - r0);
           for (size_t p = 0; row_ok && p < panels.size(); ++p) {
             const float* panel = panels[p].data_ptr<float>();
             const int64_t n0 = static_cast<int64_t>(p) * kPanel, width = panels[p].size(1);
             row_ok = SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, K, bias_p, n0, out_p, osm,
-                                     osn, r0, r1);
+                                     osn, r0, r1, scratch.data(), cur.data());
           }
           return row_ok;
         });
