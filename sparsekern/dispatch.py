@@ -3,8 +3,8 @@
 csr_mm and sparse_linear of a CSRMatrix that carries a bitmap have two kernels each.
 
 CPU: for N <= 4 the bitmap kernel (an AVX-512 expand-load of each 16-column half word, dense FMAs) reads 1 bit
-per element instead of a 4-byte column index per stored value plus a gathered load. Measured crossovers (below)
-decide.
+per element instead of a 4-byte column index per stored value plus a gathered load. Measured crossovers per
+instruction set (below) decide.
 
 CUDA, fp16/bf16: the
 CUDA-core ones (csr_mm / csr_linear: bytes = values + int16 columns, work = 2 * nnz * N FMAs on CUDA cores) and
@@ -55,10 +55,26 @@ def bitmap_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
     return max(bytes_ / HBM_BYTES_PER_S, loop / INT_OPS, 2 * M * K * N / TENSOR_FLOPS)
 
 
-# CPU: N -> the least density at which the bitmap kernel beat the CSR kernel (Xeon Sapphire Rapids, AVX-512,
-# 2 threads, fp32, 4096 x 4096, 2026-11-24). Bitmap / CSR ms at 90% sparsity: N=1 0.81 / 0.91, N=2 0.87 / 1.14,
-# N=4 1.20 / 0.94; at 85%, N=4 1.33 / 1.33; at 95%, N=1 0.97 / 0.48. N=3 is interpolated.
-CPU_BITMAP_MIN_DENSITY = {1: 0.08, 2: 0.08, 3: 0.12, 4: 0.15}
+# CPU, per instruction set of the CPU kernels (sk.backends()["cpu_isa"]): N -> the least density at which the
+# bitmap kernel beats the CSR kernel; an N not listed always takes the CSR kernel. A plain dict per ISA, so that
+# measured crossovers (sk.tune) can replace a row.
+# avx512: Xeon Sapphire Rapids, 2 threads, fp32, 4096 x 4096, 2026-11-24. Bitmap / CSR ms at 90% sparsity: N=1
+# 0.81 / 0.91, N=2 0.87 / 1.14, N=4 1.20 / 0.94; at 85%, N=4 1.33 / 1.33; at 95%, N=1 0.97 / 0.48. N=3 interpolated.
+# avx2 and base: never. Without AVX-512's expand-loads the bitmap kernel expands each word through a stack tile,
+# one store per stored value; on a 2-core AMD EPYC (Zen 3, AVX2) it ran at 0.42x and 0.57x dense where the CSR
+# kernel ran at 0.84x and 1.85x (bench quick preset, 2026-12-02).
+CPU_BITMAP_MIN_DENSITY = {
+    "avx512": {1: 0.08, 2: 0.08, 3: 0.12, 4: 0.15},
+    "avx2": {},
+    "base": {},
+}
+
+
+def cpu_isa() -> str:
+    """The instruction set the CPU kernels run with (SPARSEKERN_CPU_ISA caps it); "base" without the extension."""
+    if not hasattr(torch.ops.sparsekern, "cpu_isa"):
+        return "base"
+    return ("base", "avx2", "avx512")[torch.ops.sparsekern.cpu_isa()]
 
 
 def use_bitmap_kernel(A, N: int, device: torch.device) -> bool:
@@ -67,7 +83,8 @@ def use_bitmap_kernel(A, N: int, device: torch.device) -> bool:
         return False
     M, K = A.shape
     if device.type == "cpu":
-        return N in CPU_BITMAP_MIN_DENSITY and A.nnz >= CPU_BITMAP_MIN_DENSITY[N] * M * K
+        table = CPU_BITMAP_MIN_DENSITY[cpu_isa()]
+        return N in table and A.nnz >= table[N] * M * K
     if device.type != "cuda" or A.dtype == torch.float32:
         return False
     elt = A.values.element_size()

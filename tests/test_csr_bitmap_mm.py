@@ -229,7 +229,7 @@ def test_validate_checks_the_bitmap():
 # ---------------------------------------------------------------------------------------------- dispatch
 
 
-def test_dispatch_takes_the_bitmap_kernel_only_where_it_can_win():
+def test_dispatch_takes_the_bitmap_kernel_only_where_it_can_win(monkeypatch):
     def A(sparsity, bitmap=True, dtype=torch.float16):
         # Only shape, nnz, dtype and the bitmap's presence matter: a stand-in with those fields.
         M = K = 4096
@@ -242,11 +242,16 @@ def test_dispatch_takes_the_bitmap_kernel_only_where_it_can_win():
     assert not use_bitmap_kernel(A(0.95), 1, cuda)  # very sparse decode: CSR reads the fewest bytes
     assert not use_bitmap_kernel(A(0.5, bitmap=False), 128, cuda)
     assert not use_bitmap_kernel(A(0.5, dtype=torch.float32), 128, cuda)  # fp32 stays exact (no TF32)
-    assert use_bitmap_kernel(A(0.5, dtype=torch.float32), 1, cpu)  # CPU decode: the measured crossovers
+    # CPU decode: the measured crossovers of the AVX-512 kernel; without AVX-512 always the CSR kernel.
+    monkeypatch.setattr(sk.dispatch, "cpu_isa", lambda: "avx512")
+    assert use_bitmap_kernel(A(0.5, dtype=torch.float32), 1, cpu)
     assert use_bitmap_kernel(A(0.9, dtype=torch.float32), 2, cpu)
     assert not use_bitmap_kernel(A(0.9, dtype=torch.float32), 4, cpu)
     assert not use_bitmap_kernel(A(0.95, dtype=torch.float32), 1, cpu)
     assert not use_bitmap_kernel(A(0.5, dtype=torch.float32), 5, cpu)  # wider N: the CSR kernel
+    for isa in ("avx2", "base"):
+        monkeypatch.setattr(sk.dispatch, "cpu_isa", lambda isa=isa: isa)
+        assert not use_bitmap_kernel(A(0.5, dtype=torch.float32), 1, cpu)
 
 
 @pytest.mark.parametrize("N", [1, 2, 4, 9])
@@ -257,6 +262,41 @@ def test_entry_points_with_a_bitmap_on_cpu(N):
     B = torch.randn(70, N)
     assert_close(sk.ops.csr_mm(A, B), reference_mm(W, B), torch.float32, k=70)
     assert_close(sk.ops.sparse_linear(B.t(), A), (W.double() @ B.double()).t(), torch.float32, k=70)
+
+
+def nonfinite_case(device="cpu"):
+    """A half-sparse (6, 70) matrix whose stored columns avoid 3, 40 and 69, a stored explicit zero at (2, 10), and
+    B (70, 5) holding Inf, NaN and -Inf in those unstored columns, -Inf in stored column 10 and Inf in column 20,
+    which only row 4 stores. The expected product is torch.sparse's: unstored entries never touch B."""
+    W = random_sparse(6, 70, 0.5)
+    W[:, [3, 40, 69]] = 0
+    W[:, [10, 20]] = 0
+    W[4, 20] = 1.5
+    mask = W != 0
+    mask[2, 10] = True  # stored zero: 0 * -Inf is NaN in row 2 only
+    A = sk.CSRMatrix.from_dense(W, mask=mask, bitmap=True)
+    B = torch.randn(70, 5)
+    B[3, :] = float("inf")
+    B[40, 1] = float("nan")
+    B[69, 4] = float("-inf")
+    B[10, 0] = float("-inf")
+    B[20, 2] = float("inf")
+    expected = (A.to_torch().double() @ B.double()).to(device)
+    assert bool(expected[[0, 1, 3, 5]].isfinite().all()) and bool(expected[2, 0].isnan())
+    assert expected[4, 2] == float("inf")
+    return A.to(device), B.to(device), expected
+
+
+@pytest.mark.parametrize("N", [1, 4, 5])
+def test_unstored_entries_do_not_touch_nonfinite_inputs_cpu(N):
+    """Issue 14: the bitmap kernel (N <= 4) once multiplied zero-filled tiles by every element of B, so an Inf or
+    NaN at a column no row stores gave NaN where the CSR kernel and torch.sparse give finite values."""
+    A, B, expected = nonfinite_case()
+    B, expected = B[:, :N].contiguous(), expected[:, :N]
+    for out in (torch.ops.sparsekern.csr_bitmap_mm(*components(A), B), sk.ops.csr_mm(A, B),
+                torch.ops.sparsekern.csr_bitmap_linear(B.t(), *components(A), None).t(),
+                sk.ops.sparse_linear(B.t(), A).t()):
+        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
 # ---------------------------------------------------------------------------------------------- Triton kernel
@@ -471,3 +511,16 @@ def test_csr_bitmap_cuda_backward_and_opcheck():
     assert_close(x.grad, xd.grad, torch.float16, k=40)
     assert_close(val.grad, Wd.grad[W != 0], torch.float16, k=5)
     torch.library.opcheck(torch.ops.sparsekern.csr_bitmap_mm.default, (*components(A), x.detach().t()))
+
+
+@pytest.mark.triton
+def test_triton_unstored_entries_do_not_touch_nonfinite_inputs():
+    from sparsekern._triton.csr_bitmap_mm import csr_bitmap_linear, csr_bitmap_mm
+
+    A, B, expected = nonfinite_case(DEVICE)
+    t = triton_tol_dtype(torch.float32)
+    rtol, atol = 1e-2 if t == torch.float16 else 1e-5, 1e-2 if t == torch.float16 else 1e-5
+    config = _config(16, 16, 1)
+    for out in (csr_bitmap_mm(*components(A), B, config=config),
+                csr_bitmap_linear(B.t(), *components(A), None, config=config).t()):
+        torch.testing.assert_close(out.double(), expected, rtol=rtol, atol=atol, equal_nan=True)

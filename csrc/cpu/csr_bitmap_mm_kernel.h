@@ -11,6 +11,10 @@
 // AVX-512: an expand-load (vexpandps from memory) reads the next popcount(half) values into the set bits' lanes
 // and touches no memory past them. Other instruction sets expand through a small stack tile, one store per set
 // bit.
+//
+// Unstored entries never touch the dense operand (torch.sparse's semantics, shared by every sparsekern kernel):
+// the dense values are read under the word's bits, so an Inf or NaN in a column that a row does not store leaves
+// that row's result finite.
 
 namespace sparsekern::cpu::SK_ISA_NS {
 
@@ -37,14 +41,16 @@ inline int64_t csr_bitmap_rows(const index_t* __restrict crow, const uint32_t* _
     for (int n = 0; n < NN; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = _mm512_setzero_ps();
     const auto step = [&](int64_t w, int set) {
       const uint32_t word = wr[w];
-      const __m512 a0 = _mm512_maskz_expandloadu_ps(_load_mask16(const_cast<__mmask16*>(halves + 2 * w)), v);
-      const __m512 a1 = _mm512_maskz_expandloadu_ps(_load_mask16(const_cast<__mmask16*>(halves + 2 * w + 1)),
-                                                    v + __builtin_popcount(word & 0xFFFFu));
+      const __mmask16 k0 = _load_mask16(const_cast<__mmask16*>(halves + 2 * w));
+      const __mmask16 k1 = _load_mask16(const_cast<__mmask16*>(halves + 2 * w + 1));
+      const __m512 a0 = _mm512_maskz_expandloadu_ps(k0, v);
+      const __m512 a1 = _mm512_maskz_expandloadu_ps(k1, v + __builtin_popcount(word & 0xFFFFu));
       v += __builtin_popcount(word);
+      // x under the same masks: an unstored lane multiplies 0 by 0, never by an Inf or NaN of x.
       for (int n = 0; n < NN; ++n) {
         const float* x = xt + n * ldx + w * 32;
-        acc[n][set] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(x), acc[n][set]);
-        acc[n][set + 1] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(x + 16), acc[n][set + 1]);
+        acc[n][set] = _mm512_fmadd_ps(a0, _mm512_maskz_loadu_ps(k0, x), acc[n][set]);
+        acc[n][set + 1] = _mm512_fmadd_ps(a1, _mm512_maskz_loadu_ps(k1, x + 16), acc[n][set + 1]);
       }
     };
     int64_t w = 0;
@@ -60,13 +66,14 @@ inline int64_t csr_bitmap_rows(const index_t* __restrict crow, const uint32_t* _
 #else
     float acc[NN][32] = {};
     for (int64_t w = 0; w < words; ++w) {
-      uint32_t word = wr[w];
-      if (word == 0) continue;
+      const uint32_t bits = wr[w];
+      if (bits == 0) continue;
       float a[32] = {};
-      for (; word; word &= word - 1) a[__builtin_ctz(word)] = *v++;
+      for (uint32_t word = bits; word; word &= word - 1) a[__builtin_ctz(word)] = *v++;
       for (int n = 0; n < NN; ++n) {
         const float* x = xt + n * ldx + w * 32;
-        for (int i = 0; i < 32; ++i) acc[n][i] += a[i] * x[i];
+        // Unstored lanes add 0 without reading x into the product (an Inf or NaN there must not reach the sum).
+        for (int i = 0; i < 32; ++i) acc[n][i] += ((bits >> i) & 1u) ? a[i] * x[i] : 0.f;
       }
     }
     for (int n = 0; n < NN; ++n) {

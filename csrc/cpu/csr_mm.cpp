@@ -12,6 +12,10 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
 #include "checks.h"
 #include "cpu/csr_common.h"
 #include "cpu/csr_mm.h"
@@ -66,15 +70,29 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
         const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
         scalar_t* out_p = out.data_ptr<scalar_t>();
         const int64_t osm = out.stride(0), osn = out.stride(1);
-        const bool ok = parallel_over_rows(crow_p, M, [&](int64_t r0, int64_t r1) {
-          bool row_ok = true;
-          for (size_t p = 0; row_ok && p < panels.size(); ++p) {
+        // Tasks are (panel, row part) pairs in panel-major order, and each thread takes a contiguous run of them,
+        // so a thread reads each panel from memory once rather than once per row part: with few rows and many
+        // panels (a convolution's W (64, 576) @ X (576, 3136)) the part-major order re-streamed the 7 MB of
+        // panels once per part and ran 2x slower than dense.
+        const int64_t P = static_cast<int64_t>(panels.size());
+        const auto splits = balanced_row_splits(crow_p, M, std::min<int64_t>(M, at::get_num_threads() * 8));
+        const int64_t R = static_cast<int64_t>(splits.size()) - 1;
+        std::atomic<bool> ok{true};
+        at::parallel_for(0, P * R, 1, [&](int64_t t0, int64_t t1) {
+          // The rows' fp32 partial sums and positions across K blocks (csr_mm_kernel.h).
+          std::vector<float> scratch;
+          std::vector<int64_t> cur;
+          for (int64_t t = t0; t < t1 && ok.load(std::memory_order_relaxed); ++t) {
+            const int64_t p = t / R, r0 = splits[t % R], r1 = splits[t % R + 1];
+            if (r0 == r1) continue;
+            scratch.resize((r1 - r0) * kPanel);
+            cur.resize(r1 - r0);
             const float* panel = panels[p].data_ptr<float>();
-            const int64_t n0 = static_cast<int64_t>(p) * kPanel, width = panels[p].size(1);
-            row_ok = SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, K, bias_p, n0, out_p, osm,
-                                     osn, r0, r1);
+            const int64_t n0 = p * kPanel, width = panels[p].size(1);
+            if (!SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, K, bias_p, n0, out_p, osm, osn,
+                                 r0, r1, scratch.data(), cur.data()))
+              ok.store(false, std::memory_order_relaxed);
           }
-          return row_ok;
         });
         if (!ok) throw_bad_column(op, col_p, nnz, K);
       });

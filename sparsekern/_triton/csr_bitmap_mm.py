@@ -102,8 +102,6 @@ def _csr_bitmap_mm_kernel(
         # (one popc per element), where a prefix sum across the tile would shuffle between threads.
         present = (word[:, None] & one_bit[None, :]) != 0
         a = tl.load(row_vals[:, None] + _popcount(word[:, None] & below[None, :]), mask=present, other=0.0)
-        cursor += count
-        row_vals += count
         kk = w * 32 + bit
         # int64 offsets: x (T, K) read as B = xᵀ has stride_bn = K, and T * K may pass 2^31.
         b = tl.load(
@@ -114,7 +112,23 @@ def _csr_bitmap_mm_kernel(
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        b32 = b.to(tl.float32)
+        if tl.min(((b32 == b32) & (tl.abs(b32) != float("inf"))).to(tl.int32)) == 1:
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        else:
+            # Unstored entries must not touch B (torch.sparse's semantics, every kernel's): in the dot, a zero of
+            # the expanded tile times an Inf or NaN of B is NaN. A step whose B tile holds one (rare) goes column
+            # by column instead, each row's product masked by its bit.
+            for i in range(32):
+                bit_i = tl.sum(tl.where(bit == i, one_bit, 0), axis=0)
+                has = (word & bit_i) != 0
+                a_i = tl.load(row_vals + _popcount(word & (bit_i - 1)), mask=has, other=0.0).to(tl.float32)
+                k_i = offs_n.to(tl.int64) * 0 + w * 32 + i  # a tensor (the loop counters are ints when interpreted)
+                b_i = tl.load(b_ptr + k_i * stride_bk + offs_n.to(tl.int64) * stride_bn, mask=n_ok & (k_i < K),
+                              other=0.0).to(tl.float32)
+                acc += tl.where(has[:, None], a_i[:, None] * b_i[None, :], 0.0)
+        cursor += count
+        row_vals += count
 
     store_tile(acc, rows, row_ok, offs_n, n_ok, split, M, N, bias_ptr, out_ptr, ws_ptr, stride_om, stride_on,
                HAS_BIAS, SPLIT_K)
