@@ -426,7 +426,8 @@ def load_compressed(model: nn.Module, path: str, *, strict: bool = True) -> nn.M
     new_layers = {}
     for name, (M, K) in plan.items():
         mod = modules[name]
-        dtype = mod.weight_values.dtype if isinstance(mod, SparseLinear) else mod.weight.dtype
+        w = mod.weight_values if isinstance(mod, SparseLinear) else mod.weight
+        dtype, dev = w.dtype, (torch.device("cpu") if w.is_meta else w.device)
         t = {s: ckpt.get(f"{name}.{s}") for s in suffixes}
         where = f"{_LOAD}: {ckpt.where[name + '.compressed']}: layer '{name}'"
         stored = tuple(int(v) for v in t["shape"].flatten().tolist())
@@ -436,7 +437,7 @@ def load_compressed(model: nn.Module, path: str, *, strict: bool = True) -> nn.M
             if fmt == "sparse-bitmask":
                 nnz = t["compressed"].numel()
                 A = csr_from_bitmask(where, t["compressed"], t["bitmask"], t["row_offsets"], (M, K), dtype,
-                                     bitmap=bitmap_for(nnz / max(M * K, 1), dtype, torch.device("cpu")))
+                                     bitmap=bitmap_for(nnz / max(M * K, 1), dtype, dev))
             else:
                 A = semi24_from_bitmask(where, t["compressed"], t["bitmask"], (M, K), dtype)
         except (ValueError, IndexError, TypeError) as e:
