@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from .dispatch import cpu_isa
+
 TOKENS = (1, 16, 64, 256)
 DENSITIES = (0.05, 0.1, 0.2, 0.35, 0.5)
 BSR_BLOCKS = (16, 32, 64)
@@ -47,15 +49,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cpu_isa() -> str:
-    """The instruction set the CPU kernels run ("avx512", "avx2" or "base")."""
-    from ._C_loader import _C
-
-    if _C is None:
-        return "base"
-    return ("base", "avx2", "avx512")[torch.ops.sparsekern.cpu_isa()]
 
 
 def machine_key(device: torch.device | str = "cpu") -> dict:

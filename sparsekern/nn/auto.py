@@ -106,5 +106,5 @@ def bitmap_for(density: float, dtype: torch.dtype, device: torch.device) -> bool
 
     if device.type == "cuda":
         return dtype != torch.float32
-    table = getattr(dispatch, "CPU_BITMAP_MIN_DENSITY", {})
-    return bool(table) and tuning.cpu_isa() == "avx512" and density >= min(table.values())
+    table = dispatch.CPU_BITMAP_MIN_DENSITY[dispatch.cpu_isa()]
+    return bool(table) and density >= min(table.values())
