@@ -59,6 +59,12 @@ def check_same(where: str, a: torch.Tensor, an: str, b: torch.Tensor, bn: str) -
     check_same_device(where, a, an, b, bn)
 
 
+def check_has_values(where: str, t: torch.Tensor, name: str) -> None:
+    """Functions that read a tensor's values (constructors, pruning) refuse a meta tensor, which has none."""
+    if t.is_meta:
+        fail(where, ValueError, f"{name} is on the meta device, which holds no values to read")
+
+
 def check_dense(where: str, t, name: str, val: torch.Tensor, dim: int = 2) -> None:
     """A dense operand of an op (B, x, bias): a `dim`-D float tensor with the values' dtype and device."""
     check_tensor(where, t, name)

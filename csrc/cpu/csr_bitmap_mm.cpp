@@ -79,8 +79,9 @@ bool bitmap_row_matches(const index_t* crow, const col_t* col, const uint32_t* w
 
 // The bitmap ops read the bitmap for N <= kBitmapMaxN and col_indices above it, so both must describe one
 // pattern or the answer would depend on N: checked for every N, with the wording of the Python checks
-// (sparsekern/formats/csr.py). It reads col once more (4 bytes, or 2 for compact columns, per stored entry)
-// next to the kernel's value and bitmap reads; bench/NOTES.md has the measured cost.
+// (sparsekern/formats/csr.py). It reads col (4 bytes, or 2 for compact columns, per stored entry) and the bitmap
+// once more, on top of the decode kernel's 4-byte value per entry and bitmap: up to ~2x its bytes at int32
+// columns. Not yet timed on a quiet machine (the shared 2-core one gave 82-220 ms per call either way).
 template <typename index_t, typename col_t>
 void check_bitmap_columns(const char* op, const index_t* crow, const col_t* col, const uint32_t* bitmap_p,
                           int64_t M, int64_t words, int64_t K) {

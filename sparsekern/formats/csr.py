@@ -8,6 +8,7 @@ from .._checks import (
     INDEX_DTYPES,
     check_dim,
     check_float,
+    check_has_values,
     check_index_dtype,
     check_same_device,
     check_shape,
@@ -178,6 +179,7 @@ def check_dense_weight(where: str, W, mask) -> torch.Tensor:
     check_tensor(where, W, "W")
     check_dim(where, W, "W", 2)
     check_float(where, W, "W")
+    check_has_values(where, W, "W")
     if mask is None:
         return W != 0
     check_tensor(where, mask, "mask")
@@ -260,6 +262,8 @@ class CSRMatrix(SparseMatrix):
         bitmap (see the class)."""
         where = "CSRMatrix.from_dense"
         keep = check_dense_weight(where, W, mask)
+        if not isinstance(bitmap, bool):
+            fail(where, TypeError, f"bitmap must be a bool, got {type(bitmap).__name__}")
         M, K = W.shape
         idx = check_index_dtype(where, index_dtype, int(keep.sum()), K, M)
         cdt = cls._col_dtype(where, col_dtype, idx, K)

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_dim, check_float, check_same_device, check_shape, check_tensor, fail, require
+from .._checks import check_dim, check_float, check_has_values, check_same_device, check_shape, check_tensor, fail, require
 from .base import SparseMatrix
 
 K_TILE = 64  # padding granularity of K (the CUDA kernel's K step)
@@ -177,6 +177,7 @@ class Semi24Matrix(SparseMatrix):
         check_tensor(where, W, "W")
         check_dim(where, W, "W", 2)
         check_float(where, W, "W")
+        check_has_values(where, W, "W")
         M, K = W.shape
         Kp = padded_k(K)
         Wp = torch.zeros(M, Kp, dtype=W.dtype, device=W.device)

@@ -64,6 +64,10 @@ def write_mask(module: nn.Module, mask: torch.Tensor, name: str = "weight") -> N
 def write_masks(model: nn.Module, masks: dict[str, torch.Tensor], name: str = "weight") -> nn.Module:
     """Writes {module name: mask} into `model` as torch.nn.utils.prune reparametrisations (see write_mask)."""
     where = "sparsekern.pruning.write_masks"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{where}: model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(masks, dict):
+        raise TypeError(f"{where}: masks must be a dict {{module name: mask}}, got {type(masks).__name__}")
     modules = dict(model.named_modules())
     for layer, mask in masks.items():
         if layer not in modules:

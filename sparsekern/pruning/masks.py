@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from .._checks import check_fraction, check_int, check_pair, check_tensor, fail
+from .._checks import check_fraction, check_has_values, check_int, check_pair, check_tensor, fail
 
 GRANULARITIES = ("element", "n:m", "block", "vector", "kernel", "channel")
 _SLACK = 1e-6
@@ -191,6 +191,7 @@ def _weight_mask(
         fail(where, ValueError, f"W must have at least 1 dimension, got shape {tuple(W.shape)}")
     if not W.is_floating_point():
         fail(where, TypeError, f"W must be a floating-point tensor, got {W.dtype}")
+    check_has_values(where, W, "W")
     if agg not in ("mean", "rms"):
         fail(where, ValueError, f"agg must be 'mean' or 'rms', got {agg!r}")
     W2 = view2d(W.detach())
