@@ -143,9 +143,6 @@ def test_csr_unstored_entries_never_touch_B(M, K, N, density, seed, where):
                                equal_nan=True)
 
 
-@pytest.mark.xfail(strict=True, reason="the CPU bitmap kernel (N <= 4) multiplies unstored zeros by B, so NaN/Inf in "
-                   "B leaks into rows that do not store its column: fixed on the kernel engineer's branch (issue 14 "
-                   "item 2); flip this when merging")
 def test_csr_bitmap_unstored_entries_never_touch_B():
     W = torch.zeros(2, 40)
     W[0, 0], W[1, 39] = 1.0, 2.0
