@@ -202,7 +202,9 @@ def test_tied_weights_stay_dense(caplog):
 
 def test_sparsify_bad_input_names_sparsify():
     with pytest.raises(ValueError, match="sparsify_.*format"):
-        sk.sparsify_(nn.Linear(4, 4), "bitmap")
+        sk.sparsify_(nn.Sequential(nn.Linear(4, 4)), "bitmap")
+    with pytest.raises(ValueError, match="sparsify_.*SparseLinear.from_dense"):
+        sk.sparsify_(nn.Linear(4, 4), "csr")
     with pytest.raises(TypeError, match="sparsify_.*nn.Module"):
         sk.sparsify_(torch.randn(3, 3))
     with pytest.raises(ValueError, match=r"sparsify_ \(0\).*2:4"):

@@ -149,6 +149,9 @@ def sparsify_(model: nn.Module, format: str = "auto", filter_fn: Callable[[str, 
         fail(_WHERE, ValueError, f"format must be 'auto' or one of {FORMATS}, got {format!r}")
     if filter_fn is not None and not callable(filter_fn):
         fail(_WHERE, TypeError, "filter_fn must be callable as filter_fn(name, module) -> bool")
+    if _swappable(model) is not None:
+        fail(_WHERE, ValueError, f"model is itself an {type(model).__name__}, which cannot be replaced in place: use "
+                                 f"{_swappable(model).__name__}.from_dense(layer), or sparsify_ a module holding it")
     shared = _shared_params(model)
     modules = dict(model.named_modules())
     layers: dict[str, nn.Module] = {}
