@@ -21,9 +21,10 @@ from .linear import SparseLinear
 
 log = logging.getLogger("sparsekern")
 _WHERE = "sparsekern.sparsify_"
-# Candidates timed on the real input must beat dense by this much (the same call varies by a few % between
-# runs on a shared 2-core VM; a layer that is a coin flip stays dense).
-MEASURED_MARGIN = 1.05
+# Candidates timed on the real input must beat dense by this much. On the shared 2-core EPYC VM the same dense
+# call varied by 10% between runs, and with a 1.05 margin the demo's 2:4 decode stack took layers whose timed win was
+# noise and ran 0.92x dense end to end: a layer that is not clearly faster stays dense.
+MEASURED_MARGIN = 1.2
 
 
 def _swappable(module: nn.Module):
@@ -80,7 +81,7 @@ def _flush(device: torch.device) -> None:
         _flush.buf.zero_()
 
 
-def time_module(module: nn.Module, calls: list[tuple], repeats: int = 5) -> float:
+def time_module(module: nn.Module, calls: list[tuple], repeats: int = 7) -> float:
     """Median seconds of `module` over the recorded calls (summed), each call on cold caches."""
     device = next(iter(module.buffers()), next(iter(module.parameters()))).device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
