@@ -81,6 +81,22 @@ class SparseWeight(nn.Module):
 
     _where = "SparseWeight"
 
+    def _init_weight(self, weight, bias: torch.Tensor | None, layout: str) -> None:
+        """Checks and stores the weight (a format object, or a dense 2-D `layout` tensor) and the (out,) bias."""
+        try:
+            format_of(weight)
+        except TypeError as e:
+            fail(self._where, TypeError, str(e))
+        if isinstance(weight, torch.Tensor) and weight.dim() != 2:
+            fail(self._where, ValueError, f"a dense weight must be given 2-D {layout}, got shape {tuple(weight.shape)}")
+        self._set_matrix(weight)
+        out = self._shape[0]
+        if bias is not None:
+            if tuple(bias.shape) != (out,):
+                fail(self._where, ValueError, f"bias must have shape ({out},), got {tuple(bias.shape)}")
+            bias = nn.Parameter(bias.detach().clone().to(self.weight_values.dtype))
+        self.bias = bias
+
     def _set_matrix(self, W, requires_grad: bool = True) -> None:
         """Replaces the stored weight by `W` (a format object, or a dense 2-D tensor for format "dense")."""
         fmt = format_of(W)

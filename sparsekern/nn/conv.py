@@ -23,7 +23,7 @@ from torch import nn
 from .._checks import fail
 from ..ops.csr_conv2d import conv_padding, out_size, wants_channels_last
 from . import auto
-from ._weight import SparseWeight, format_of, weight_in_format
+from ._weight import SparseWeight, weight_in_format
 
 _pair = nn.modules.utils._pair
 
@@ -39,19 +39,12 @@ class SparseConv2d(SparseWeight):
 
     def __init__(self, weight, bias, in_channels: int, kernel_size, stride=1, padding=0, dilation=1, groups: int = 1):
         super().__init__()
-        try:
-            format_of(weight)
-        except TypeError as e:
-            fail(self._where, TypeError, str(e))
-        if isinstance(weight, torch.Tensor) and weight.dim() != 2:
-            fail(self._where, ValueError, f"the weight must be given 2-D (out_channels, in_channels/groups*kh*kw), "
-                                          f"got shape {tuple(weight.shape)}")
         self.in_channels, self.groups = int(in_channels), int(groups)
         self.kernel_size = _pair(kernel_size)
         self.stride, self.dilation = _pair(stride), _pair(dilation)
         self.padding = padding if isinstance(padding, str) else _pair(padding)
         self._pad4 = conv_padding(self._where, self.padding, self.kernel_size, self.dilation)
-        self._set_matrix(weight)
+        self._init_weight(weight, bias, "(out_channels, in_channels/groups*kh*kw)")
         self.out_channels = self._shape[0]
         kh, kw = self.kernel_size
         if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
@@ -60,11 +53,6 @@ class SparseConv2d(SparseWeight):
         if self._shape[1] != self.in_channels // self.groups * kh * kw:
             fail(self._where, ValueError, f"weight is {self._shape}, expected ({self.out_channels}, "
                                           f"{self.in_channels // self.groups * kh * kw})")
-        if bias is not None:
-            if tuple(bias.shape) != (self.out_channels,):
-                fail(self._where, ValueError, f"bias must have shape ({self.out_channels},), got {tuple(bias.shape)}")
-            bias = nn.Parameter(bias.detach().clone().to(self.weight_values.dtype))
-        self.bias = bias
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, format: str = "auto", *, blocksize=None, mask=None, n_tokens=None):

@@ -8,7 +8,7 @@ from torch import nn
 
 from .._checks import fail
 from . import auto
-from ._weight import SparseWeight, format_of, weight_in_format
+from ._weight import SparseWeight, weight_in_format
 
 
 class SparseLinear(SparseWeight):
@@ -23,19 +23,8 @@ class SparseLinear(SparseWeight):
 
     def __init__(self, weight, bias: torch.Tensor | None = None):
         super().__init__()
-        try:
-            format_of(weight)
-        except TypeError as e:
-            fail(self._where, TypeError, str(e))
-        if isinstance(weight, torch.Tensor) and weight.dim() != 2:
-            fail(self._where, ValueError, f"a dense weight must be 2-D, got shape {tuple(weight.shape)}")
-        self._set_matrix(weight)
+        self._init_weight(weight, bias, "(out_features, in_features)")
         self.out_features, self.in_features = self._shape
-        if bias is not None:
-            if tuple(bias.shape) != (self.out_features,):
-                fail(self._where, ValueError, f"bias must have shape ({self.out_features},), got {tuple(bias.shape)}")
-            bias = nn.Parameter(bias.detach().clone().to(self.weight_values.dtype))
-        self.bias = bias
 
     @classmethod
     def from_dense(cls, linear: nn.Linear, format: str = "auto", *, blocksize=None, mask: torch.Tensor | None = None,
