@@ -101,7 +101,7 @@ def time_module(module: nn.Module, calls: list[tuple], repeats: int = 7) -> floa
     return total
 
 
-def _measured_choice(name: str, dense: nn.Module, build: Callable, decision: auto.Decision,
+def _measured_choice(dense: nn.Module, build: Callable, decision: auto.Decision,
                      calls: list[tuple]) -> tuple[nn.Module | None, auto.Decision]:
     """Times dense and every candidate the table does not rule out (predicted >= 0.5x) on the layer's inputs."""
     t_dense = time_module(dense, calls)
@@ -192,12 +192,12 @@ def sparsify_(model: nn.Module, format: str = "auto", filter_fn: Callable[[str, 
             if calls:
                 def build(cand, mod=mod, mask=mask):
                     fmt, bs = auto.split(cand)
-                    return cls.from_dense(mod, fmt, blocksize=bs, mask=mask).train(mod.training)
+                    return cls.from_dense(mod, fmt, blocksize=bs, mask=mask)
                 dense = mod
                 hooks = mod._forward_pre_hooks
                 if any(isinstance(h, torch_prune.BasePruningMethod) for h in hooks.values()):
                     dense = cls.from_dense(mod, "dense", mask=mask).to_dense_module()
-                new, decision = _measured_choice(name, dense, build, decision, [a for a, _ in calls])
+                new, decision = _measured_choice(dense, build, decision, [a for a, _ in calls])
             elif decision.format != "dense":
                 new = cls.from_dense(mod, decision.format, blocksize=decision.blocksize, mask=mask)
             if new is None:
