@@ -168,17 +168,16 @@ class SparseWeight(nn.Module):
         if all(n in incoming for n in required):
             dtype, device = self.weight_values.dtype, self.weight_values.device
             comps = {n: t.to(device=device, dtype=dtype if n == "values" else t.dtype) for n, t in incoming.items()}
+            if fmt == "csr" and "row_order" not in comps:
+                comps["row_order"] = state_dict[prefix + "weight_row_order"] = row_order_of(comps["crow_indices"])
             try:
                 build(fmt, shape, comps, validate=True)
             except (TypeError, ValueError, IndexError) as e:
                 fail(where, ValueError, f"{what}: the state_dict's weight components are invalid: {e}")
             # Re-shape this module's components to the incoming ones; super() then copies them in place.
             requires_grad = self.weight_values.requires_grad
-            self._set_matrix(build(fmt, shape, {n: torch.empty_like(t) for n, t in comps.items()} | (
-                {"row_order": None} if fmt == "csr" and "row_order" not in comps else {}), validate=False),
-                requires_grad)
-            if fmt == "csr" and "row_order" not in incoming:
-                state_dict[prefix + "weight_row_order"] = row_order_of(comps["crow_indices"])
+            self._set_matrix(build(fmt, shape, {n: torch.empty_like(t) for n, t in comps.items()}, validate=False),
+                             requires_grad)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
