@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import re
-import statistics
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -132,18 +131,29 @@ def speedup(tab: dict, fmt: str, density: float, n_tokens: int) -> float:
     return _interp(logs, [at(n) for n in tokens], math.log(max(n_tokens, 1)))
 
 
-def _time(fn, repeats: int) -> float:
-    fn()
-    times = []
+def _paired_speedup(dense, sparse, repeats: int) -> tuple[float, float]:
+    """(dense / sparse speedup, dense seconds) from `repeats` back-to-back dense-then-sparse pairs: the fastest
+    dense call over the fastest sparse call of the same short window.
+
+    Why not a median of each, timed series after series: on a shared cloud VM (the 2-core EPYC, 2026-12-02) the
+    dense GEMM's own speed drifted 2x between two tune runs a minute apart, and single calls stalled 4x for a few
+    milliseconds at a time, so one table had the same kernel at 0.27x and 2.6x in neighbouring cells. Pairing
+    keeps the drift out of the ratio; the minimum (the work is deterministic, noise only adds time) keeps the
+    stalls out, where a median of 9 still let them in."""
+    dense(), sparse()
+    dense_s, sparse_s = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        dense()
+        t1 = time.perf_counter()
+        sparse()
+        dense_s.append(t1 - t0)
+        sparse_s.append(time.perf_counter() - t1)
+    return min(dense_s) / min(sparse_s), min(dense_s)
 
 
 def measure(shape=REFERENCE_SHAPE, tokens=TOKENS, densities=DENSITIES, dtype=torch.float32, device="cpu",
-            repeats: int = 5, copies: int = 3, log=None) -> dict:
+            repeats: int = 9, copies: int = 3, log=None) -> dict:
     """Times dense and each format on random weights of `shape`; returns a table (see the module docstring).
 
     `copies` weights rotate between calls so that no call reads a weight the previous one left in cache (3 x
@@ -158,22 +168,22 @@ def measure(shape=REFERENCE_SHAPE, tokens=TOKENS, densities=DENSITIES, dtype=tor
     gen = torch.Generator().manual_seed(0)
     dense_w = [torch.randn(M, K, generator=gen).to(device=device, dtype=dtype) for _ in range(copies)]
 
-    def timed(weights, call):
+    def rotating(weights, call):
         it = iter(range(1 << 30))
 
         def step():
             call(weights[next(it) % len(weights)])
             sync()
 
-        return _time(step, repeats)
+        return step
 
     out = {"meta": {**machine_key(device), "shape": list(shape), "dtype": str(dtype).replace("torch.", ""),
                     "date": time.strftime("%Y-%m-%d"), "repeats": repeats},
            "tokens": list(tokens), "densities": list(densities), "speedup": {f: {} for f in FORMATS},
            "dense_ms": {}}
     xs = {n: torch.randn(n, K, generator=gen).to(device=device, dtype=dtype) for n in tokens}
-    dense = {n: timed(dense_w, lambda W, x=xs[n]: torch.nn.functional.linear(x, W)) for n in tokens}
-    out["dense_ms"] = {str(n): t * 1e3 for n, t in dense.items()}
+    dense = {n: rotating(dense_w, lambda W, x=xs[n]: torch.nn.functional.linear(x, W)) for n in tokens}
+    dense_s: dict[int, list[float]] = {n: [] for n in tokens}
     for fmt in FORMATS:
         rows: dict[int, list[float]] = {n: [] for n in tokens}
         for d in (0.5,) if fmt == "2:4" else densities:
@@ -186,10 +196,14 @@ def measure(shape=REFERENCE_SHAPE, tokens=TOKENS, densities=DENSITIES, dtype=tor
                 b = int(fmt[3:])
                 mats = [BSRMatrix.from_dense(W * block_mask(W, 1 - d, (b, b)), blocksize=(b, b)) for W in dense_w]
             for n in tokens:
-                rows[n].append(dense[n] / timed(mats, lambda A, x=xs[n]: ops.sparse_linear(x, A)))
+                sparse = rotating(mats, lambda A, x=xs[n]: ops.sparse_linear(x, A))
+                ratio, t_dense = _paired_speedup(dense[n], sparse, repeats)
+                rows[n].append(ratio)
+                dense_s[n].append(t_dense)
                 if log:
-                    log(f"N={n:4d} {fmt:6s} density {d:.2f}: {rows[n][-1]:.2f}x dense")
+                    log(f"N={n:4d} {fmt:6s} density {d:.2f}: {ratio:.2f}x dense")
         out["speedup"][fmt] = {str(n): r for n, r in rows.items()}
+    out["dense_ms"] = {str(n): min(t) * 1e3 for n, t in dense_s.items()}
     return out
 
 

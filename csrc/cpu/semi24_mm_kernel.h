@@ -114,7 +114,7 @@ inline FV semi24_gather(const float* x, const IV& k) {
 }
 
 // One column (decode, N == 1): the per-slot broadcast-and-row-FMA form would use one lane of each vector, so
-// the loop runs along K instead (AVX-512: by permutes of x in registers, see below). The 2-bit index of slot i of a k32 step is bits 2i+1..2i of the step's 32
+// the loop runs along K instead (AVX-512 and AVX2: by permutes of x in registers, see below). The 2-bit index of slot i of a k32 step is bits 2i+1..2i of the step's 32
 // nibble bits, so W slots at a time are a variable shift, a mask, a gather from B and one FMA with W
 // contiguous values. Full k32 steps only (returns how many groups it covered); the caller does the rest.
 inline int64_t semi24_gemv_rows(const float* __restrict values, int64_t ldv, const uint32_t* __restrict meta,
@@ -139,6 +139,37 @@ inline int64_t semi24_gemv_rows(const float* __restrict values, int64_t ldv, con
         acc[kb & 1] = _mm512_fmadd_ps(_mm512_loadu_ps(values + m * ldv + 16 * kb), x, acc[kb & 1]);
       }
       out[m * ldo] += _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+    }
+    return 8 * steps;
+  }
+#elif SK_ISA_AVX2
+  // AVX2 has no two-source permute: each half step's 8 slots pick from 16 x values (two registers) with two
+  // one-source permutes (vpermps reads the low 3 bits of the position) and a blend on bit 3 of the position.
+  // Measured on a 2-core EPYC (AVX2), fp32, one token, against MKL's dense gemv: 1.27x (4096^2) to 2.05x (2048^2),
+  // where the lane-by-lane gather below ran 0.36-0.77x.
+  if (ldb == 1) {
+    const __m256i slot_shift = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i slot_group = _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12);
+    const __m256i three = _mm256_set1_epi32(3);
+    for (int64_t m = r0; m < r1; ++m) {
+      __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int64_t kb = 0; kb < steps; ++kb) {
+        const uint32_t step = semi24_step_bits(meta, KB, m, kb);
+        for (int h = 0; h < 2; ++h) {  // slots 8h..8h+7 cover x[32kb + 16h, +16)
+          const __m256i bits = _mm256_set1_epi32(static_cast<int32_t>(step >> (16 * h)));
+          const __m256i pos = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(bits, slot_shift), three), slot_group);
+          const float* x = B + 32 * kb + 16 * h;
+          const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x), pos);
+          const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 8), pos);
+          const __m256 xs = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(pos, 28)));
+          acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(values + m * ldv + 16 * kb + 8 * h), xs, acc[h]);
+        }
+      }
+      const __m256 s = _mm256_add_ps(acc[0], acc[1]);
+      __m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+      r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+      r = _mm_add_ss(r, _mm_movehdup_ps(r));
+      out[m * ldo] += _mm_cvtss_f32(r);
     }
     return 8 * steps;
   }
