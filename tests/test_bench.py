@@ -30,3 +30,24 @@ def test_bench_variants_and_linear_cases(tmp_path):
     assert {r["method"] for r in data["rows"]} == {"dense", "torch.sparse", "sparsekern", "sparsekern[csr]",
                                                    "sparsekern[bitmap]", "sparsekern[nz:8]", "sparsekern[rows:16]"}
     assert all(r["agrees_with_dense"] for r in data["rows"])
+
+
+def test_llama_memory_floor_counts_what_the_kernels_read():
+    """bench.llama's memory floor: a 2:4 Linear (M, K) costs M*K/2 fp32 values plus K/8 metadata bytes per row
+    (K a multiple of 64, where the layout pads nothing), a dense one M*K*4 bytes, the embedding one row."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from sparsekern.bench import llama
+
+    torch.manual_seed(0)
+    cfg = llama.llama_config(1, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+                             vocab_size=100)
+    dense = LlamaForCausalLM(cfg).eval()
+    sparse = llama.sparse_variant(dense, "2:4")
+    linears = [m for n, m in dense.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
+    params = sum(p.nbytes for p in dense.parameters())
+    emb = dense.model.embed_tokens.weight
+    assert llama.weight_bytes_per_token(dense) == params - emb.nbytes + emb[0].nbytes
+    saved = sum(m.weight.nbytes - (m.weight.numel() * 2 + m.weight.numel() // 8) for m in linears)
+    assert llama.weight_bytes_per_token(sparse) == llama.weight_bytes_per_token(dense) - saved
