@@ -208,7 +208,7 @@ def measure(shape=REFERENCE_SHAPE, tokens=TOKENS, densities=DENSITIES, dtype=tor
 
 
 def tune(device="cpu", dtype=torch.float32, *, save: bool = True, verbose: bool = True, **kw) -> dict:
-    """Measures this machine's crossovers (about a minute on a 2-core CPU) and caches them for `format="auto"`.
+    """Measures this machine's crossovers (about 20 s on a 2-core CPU) and caches them for `format="auto"`.
 
     Keyword arguments go to `measure` (shape, tokens, densities, repeats, copies)."""
     tab = measure(device=device, dtype=dtype, log=print if verbose else None, **kw)
