@@ -7,6 +7,7 @@
 
 namespace sparsekern::cuda::csr_mm {
 
+// nzsplit's register cap (blocks per SM) by the bytes of one accumulator row; config.h (kMinBlocks) says why.
 template <typename scalar_t>
 constexpr int nzsplit_min_blocks(int nt) {
   const int row_bytes = nt * static_cast<int>(sizeof(scalar_t));
