@@ -1,6 +1,6 @@
 // The PTX and cache-hinted memory instructions the CUDA kernels use, one thin wrapper each, in one place so that
 // every kernel reaches them by the same name. Each wrapper says why the kernels need that instruction rather than
-// plain C++. Facts: PTX ISA (cp.async, ldmatrix, mma.sp), /work/shared/KERNEL_NOTES.md.
+// plain C++. Reference: the PTX ISA sections on cp.async, ldmatrix and mma.sp (sparse matrix fragments).
 #pragma once
 
 #include <c10/util/Half.h>
