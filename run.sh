@@ -28,7 +28,7 @@ setup() {
   "$PY" -c "import triton" 2>/dev/null || "$PY" -m pip install -q "triton>=3.2" \
     || echo "run.sh: triton could not be installed; Triton kernels and their tests are skipped" >&2
   local stamp="$VENV/.sparsekern-build" sum
-  sum=$(cat setup.py pyproject.toml $(find csrc -type f | sort) | sha256sum | cut -d' ' -f1)
+  sum=$(cat setup.py pyproject.toml sparsekern/_constants.py $(find csrc -type f | sort) | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || ! "$PY" -c "import sparsekern._C" 2>/dev/null; then
     echo "run.sh: building sparsekern (C++/CUDA extension)..." >&2
     "$PY" -m pip install -q --no-build-isolation --no-deps -e .

@@ -5,6 +5,7 @@ Needs torch already installed: `pip install --no-build-isolation -e .`
 
 import glob
 import os
+import runpy
 import shutil
 
 import torch
@@ -18,6 +19,13 @@ def _sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
+def _constant_defines():
+    """-DSPARSEKERN_<NAME>=<value> for each constant of sparsekern/_constants.py (csrc/constants.h reads them), loaded
+    by path: the package itself needs the extension this script builds."""
+    constants = runpy.run_path(os.path.join(ROOT, "sparsekern", "_constants.py"))
+    return [f"-DSPARSEKERN_{k}={v}" for k, v in sorted(constants.items()) if k.isupper() and type(v) is int]
+
+
 def _with_cuda():
     if os.environ.get("SPARSEKERN_NO_CUDA") == "1":
         return False
@@ -26,7 +34,8 @@ def _with_cuda():
     )
 
 
-cxx_flags = ["-O3", "-g0", "-fopenmp", "-DAT_PARALLEL_OPENMP=1"]
+defines = _constant_defines()
+cxx_flags = ["-O3", "-g0", "-fopenmp", "-DAT_PARALLEL_OPENMP=1", *defines]
 sources = ["csrc/sparsekern.cpp", *_sources("csrc/cpu/*.cpp")]
 ext_kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(ROOT, "csrc")])
 
@@ -39,7 +48,7 @@ if _with_cuda():
         sources,
         extra_compile_args={
             "cxx": cxx_flags + ["-DSPARSEKERN_WITH_CUDA"],
-            "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-DSPARSEKERN_WITH_CUDA"],
+            "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-DSPARSEKERN_WITH_CUDA", *defines],
         },
         **ext_kwargs,
     )

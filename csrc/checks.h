@@ -111,6 +111,15 @@ inline void check_dense(const char* op, const at::Tensor& t, const char* name, c
   check_same_device(op, val, "values", t, name);
 }
 
+// csr_mm / csr_linear on any backend: the CSR components, the optional row order and the dense operand.
+inline void check_csr_mm_args(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+                              const std::optional<at::Tensor>& row_order, const at::Tensor& dense,
+                              const char* dense_name) {
+  check_csr_components(op, crow, col, val);
+  check_row_order(op, row_order, crow);
+  check_dense(op, dense, dense_name, val);
+}
+
 // csr_sddmm: the CSR pattern's indices, G (M, N) and B (K, N) of one float dtype, all on one device.
 inline void check_sddmm_args(const char* op, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& G,
                              const at::Tensor& B) {

@@ -17,6 +17,7 @@
 #include "checks.h"
 #include "cpu/csr_common.h"
 #include "cpu/isa.h"
+#include "cpu/linear.h"
 
 #define SK_KERNEL_HEADER "cpu/bsr_mm_kernel.h"
 #include "cpu/isa_variants.h"
@@ -181,17 +182,13 @@ at::Tensor bsr_linear_cpu(const at::Tensor& x, const at::Tensor& crow, const at:
   check_dense(op, x, "x", val);
   check_bsr_components(op, crow, col, val, M);
   check_linear_bias(op, bias, val, M);
-  at::Tensor out = at::empty({x.size(0), M}, x.options());
-  at::Tensor out_t = out.t();
-  bsr_mm_into(op, crow, col, val, M, x.t(), bias, out_t);
-  return out;
+  return linear_via_mm(x, M, [&](const at::Tensor& xt, at::Tensor& yt) {
+    bsr_mm_into(op, crow, col, val, M, xt, bias, yt);
+  });
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
-  m.impl("bsr_mm", &bsr_mm_cpu);
-  m.impl("bsr_linear", &bsr_linear_cpu);
-}
+TORCH_LIBRARY_IMPL(sparsekern, CPU, m) { m.impl("bsr_mm", &bsr_mm_cpu).impl("bsr_linear", &bsr_linear_cpu); }
 
 }  // namespace sparsekern::cpu

@@ -14,6 +14,7 @@
 #include "cpu/csr_common.h"
 #include "cpu/csr_mm.h"
 #include "cpu/isa.h"
+#include "cpu/linear.h"
 
 #define SK_KERNEL_HEADER "cpu/csr_bitmap_mm_kernel.h"
 #include "cpu/isa_variants.h"
@@ -151,21 +152,19 @@ at::Tensor csr_bitmap_linear_cpu(const at::Tensor& x, const at::Tensor& crow, co
   check_bitmap_args(op, crow, col, val, bitmap, x, "x", x.size(1));
   const int64_t M = crow.numel() - 1;
   check_linear_bias(op, bias, val, M);
-  at::Tensor out = at::empty({x.size(0), M}, x.options());
-  at::Tensor out_t = out.t();
-  if (x.size(0) >= 1 && x.size(0) <= kBitmapMaxN) {
-    csr_bitmap_into(op, crow, val, bitmap, x, bias, out_t);
-  } else {
-    csr_mm_into(op, crow, col, val, x.t(), bias, out_t);
-  }
-  return out;
+  return linear_via_mm(x, M, [&](const at::Tensor& xt, at::Tensor& yt) {
+    if (x.size(0) >= 1 && x.size(0) <= kBitmapMaxN) {
+      csr_bitmap_into(op, crow, val, bitmap, x, bias, yt);
+    } else {
+      csr_mm_into(op, crow, col, val, xt, bias, yt);
+    }
+  });
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
-  m.impl("csr_bitmap_mm", &csr_bitmap_mm_cpu);
-  m.impl("csr_bitmap_linear", &csr_bitmap_linear_cpu);
+  m.impl("csr_bitmap_mm", &csr_bitmap_mm_cpu).impl("csr_bitmap_linear", &csr_bitmap_linear_cpu);
 }
 
 }  // namespace sparsekern::cpu

@@ -20,6 +20,7 @@
 #include "cpu/csr_common.h"
 #include "cpu/csr_mm.h"
 #include "cpu/isa.h"
+#include "cpu/linear.h"
 
 #define SK_KERNEL_HEADER "cpu/csr_mm_kernel.h"
 #include "cpu/isa_variants.h"
@@ -107,9 +108,7 @@ namespace {
 at::Tensor csr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, const at::Tensor& B,
                       const std::optional<at::Tensor>& row_order) {
   const char* op = "csr_mm";
-  check_csr_components(op, crow, col, val);
-  check_row_order(op, row_order, crow);
-  check_dense(op, B, "B", val);
+  check_csr_mm_args(op, crow, col, val, row_order, B, "B");
   at::Tensor out = at::empty({crow.numel() - 1, B.size(1)}, B.options());
   csr_mm_into(op, crow, col, val, B, std::nullopt, out);
   return out;
@@ -118,22 +117,16 @@ at::Tensor csr_mm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::T
 at::Tensor csr_linear_cpu(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
                           const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& row_order) {
   const char* op = "csr_linear";
-  check_csr_components(op, crow, col, val);
-  check_row_order(op, row_order, crow);
-  check_dense(op, x, "x", val);
+  check_csr_mm_args(op, crow, col, val, row_order, x, "x");
   const int64_t M = crow.numel() - 1;
   check_linear_bias(op, bias, val, M);
-  at::Tensor out = at::empty({x.size(0), M}, x.options());
-  at::Tensor out_t = out.t();
-  csr_mm_into(op, crow, col, val, x.t(), bias, out_t);
-  return out;
+  return linear_via_mm(x, M, [&](const at::Tensor& xt, at::Tensor& yt) {
+    csr_mm_into(op, crow, col, val, xt, bias, yt);
+  });
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
-  m.impl("csr_mm", &csr_mm_cpu);
-  m.impl("csr_linear", &csr_linear_cpu);
-}
+TORCH_LIBRARY_IMPL(sparsekern, CPU, m) { m.impl("csr_mm", &csr_mm_cpu).impl("csr_linear", &csr_linear_cpu); }
 
 }  // namespace sparsekern::cpu

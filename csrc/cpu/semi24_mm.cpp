@@ -15,6 +15,7 @@
 
 #include "cpu/csr_common.h"
 #include "cpu/isa.h"
+#include "cpu/linear.h"
 #include "semi24_checks.h"
 
 #define SK_KERNEL_HEADER "cpu/semi24_mm_kernel.h"
@@ -63,17 +64,15 @@ at::Tensor semi24_mm_cpu(const at::Tensor& values, const at::Tensor& metadata, c
 at::Tensor semi24_linear_cpu(const at::Tensor& x, const at::Tensor& values, const at::Tensor& metadata,
                              const std::optional<at::Tensor>& bias) {
   check_semi24_linear(x, values, metadata, bias);
-  at::Tensor out = at::empty({x.size(0), values.size(0)}, x.options());
-  at::Tensor out_t = out.t();
-  semi24_mm_into(values, metadata, x.t(), bias, out_t);
-  return out;
+  return linear_via_mm(x, values.size(0), [&](const at::Tensor& xt, at::Tensor& yt) {
+    semi24_mm_into(values, metadata, xt, bias, yt);
+  });
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
-  m.impl("semi24_mm", &semi24_mm_cpu);
-  m.impl("semi24_linear", &semi24_linear_cpu);
+  m.impl("semi24_mm", &semi24_mm_cpu).impl("semi24_linear", &semi24_linear_cpu);
 }
 
 }  // namespace sparsekern::cpu

@@ -1,5 +1,5 @@
 // Device helpers shared by the CSR kernels: index loads whose width is a runtime property of the matrix
-// (int32 / int64 / compact uint16 columns), raw-bit vector loads of fp16/bf16/fp32 data, and conversions.
+// (int32 / int64 / compact uint16 columns), the raw bits of fp16/bf16/fp32 data and their conversion to fp32.
 //
 // Index widths are runtime arguments rather than template parameters: the branch on them is uniform across
 // the grid (free once predicted), and it keeps the number of kernel instantiations, hence compile time, a
@@ -49,37 +49,6 @@ __device__ __forceinline__ int64_t load_index(const void* p, int64_t i, int byte
   if (bytes == 8) return __ldg(static_cast<const long long*>(p) + i);
   if (bytes == 4) return __ldg(static_cast<const int*>(p) + i);
   return __ldg(static_cast<const unsigned short*>(p) + i);
-}
-
-enum class Ld { kReadOnly, kStream, kPlain };
-
-// N consecutive elements (N * sizeof(E) bytes, the address aligned to min(16, that)) in one to four vector
-// loads. kStream marks data read once (the sparse values and indices: evict-first, so they do not push the
-// reused dense operand out of L1/L2); kPlain is for shared memory.
-template <int N, Ld LD, typename E>
-__device__ __forceinline__ void load_vec(const E* p, E (&r)[N]) {
-  constexpr int bytes = N * static_cast<int>(sizeof(E));
-  if constexpr (bytes % 16 == 0) {
-#pragma unroll
-    for (int i = 0; i < bytes / 16; ++i) {
-      const uint4* src = reinterpret_cast<const uint4*>(p) + i;
-      uint4 v;
-      if constexpr (LD == Ld::kStream) v = __ldcs(src);
-      else if constexpr (LD == Ld::kReadOnly) v = __ldg(src);
-      else v = *src;
-      reinterpret_cast<uint4*>(r)[i] = v;
-    }
-  } else if constexpr (bytes == 8) {
-    const uint2* src = reinterpret_cast<const uint2*>(p);
-    reinterpret_cast<uint2*>(r)[0] = LD == Ld::kPlain ? *src : __ldg(src);
-  } else if constexpr (bytes == 4) {
-    const unsigned* src = reinterpret_cast<const unsigned*>(p);
-    reinterpret_cast<unsigned*>(r)[0] = LD == Ld::kPlain ? *src : __ldg(src);
-  } else {
-    static_assert(bytes == 2, "load_vec: unsupported width");
-    const unsigned short* src = reinterpret_cast<const unsigned short*>(p);
-    reinterpret_cast<unsigned short*>(r)[0] = LD == Ld::kPlain ? *src : __ldg(src);
-  }
 }
 
 // Calls fn(scalar_t{}) for the three float types the ops accept (dtypes are checked before; AT_DISPATCH's

@@ -31,21 +31,16 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <type_traits>
 
+#include "constants.h"
+#include "cuda/ptx.cuh"
 #include "semi24_checks.h"
-
-#if (__CUDACC_VER_MAJOR__ > 12) || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ >= 5)
-// PTX 8.5: the ordered-metadata form PTX recommends; every nibble the format writes is an ordered pair.
-#define SK_MMA_SP "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32."
-#else
-#define SK_MMA_SP "mma.sp.sync.aligned.m16n8k32.row.col.f32."
-#endif
 
 namespace sparsekern::cuda {
 namespace {
 
 static_assert(kSemi24KTile == 64, "the tc kernel's K step is the format's K tile");
+static_assert(kDecodeMaxN <= 16, "the decode kernel holds at most two n8 tiles");
 
 template <typename T>
 struct Params {
@@ -59,53 +54,6 @@ struct Params {
   int b_contig;           // valid extent of B's contiguous dimension (>= N resp. K, chunk-aligned)
   int64_t som, son;
 };
-
-// ----------------------------------------------------------------------------------------------- PTX wrappers
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte global -> shared copy; pred false writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool pred) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(pred ? 16 : 0));
-}
-
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-// d += A (16x32, 2:4, compressed in a) @ B (32x8); e: this lane's metadata word, SEL: which lane pair reads it.
-template <typename T, int SEL>
-__device__ __forceinline__ void mma_sp(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4], uint32_t e) {
-  if constexpr (std::is_same_v<T, at::Half>) {
-    asm volatile(SK_MMA_SP "f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, %13;\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e),
-                   "n"(SEL));
-  } else {
-    asm volatile(SK_MMA_SP "bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, %13;\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e),
-                   "n"(SEL));
-  }
-}
 
 // Stores accumulator register r of an m16n8 tile whose top-left is (m_base, n_base): the mma C layout puts
 // c0, c1 at row g, columns 2t, 2t+1 and c2, c3 at row g + 8.
@@ -438,7 +386,7 @@ void launch_with_smem(dim3 grid, int threads, int smem, cudaStream_t stream, con
 // Tensor-core path for T in {Half, BFloat16}. Bop is B (K, N) when !b_nmajor, x (N, K) when b_nmajor.
 template <typename T>
 void launch_tc(Params<T> p, const at::Tensor& Bop, bool b_nmajor, cudaStream_t stream) {
-  if (p.N <= 16) {
+  if (p.N <= kDecodeMaxN) {
     // Decode reads B as (N, K) rows in 32-bit pairs: an even row stride and extent, a 4-byte aligned base.
     const at::Tensor Bt = vector_ready(b_nmajor ? Bop : Bop.t(), 2);
     p.B = Bt.data_ptr<T>();
@@ -530,8 +478,7 @@ at::Tensor semi24_linear_cuda(const at::Tensor& x, const at::Tensor& values, con
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sparsekern, CUDA, m) {
-  m.impl("semi24_mm", &semi24_mm_cuda);
-  m.impl("semi24_linear", &semi24_linear_cuda);
+  m.impl("semi24_mm", &semi24_mm_cuda).impl("semi24_linear", &semi24_linear_cuda);
 }
 
 }  // namespace sparsekern::cuda
