@@ -126,7 +126,8 @@ def test_save_load_deepcopy_and_dtype_moves():
         torch.testing.assert_close(m(x), ref(x))
     for dtype, conv in ((torch.float16, nn.Module.half), (torch.bfloat16, nn.Module.bfloat16)):
         m = conv(copy.deepcopy(model))
-        assert m[0].weight_values.dtype == dtype and m[0].weight_col_indices.dtype == torch.int32
+        # indices keep their integer dtype (compact int16 columns: K <= 65536)
+        assert m[0].weight_values.dtype == dtype and m[0].weight_col_indices.dtype == torch.int16
         assert_close(m(x.to(dtype)), ref.double()(x.double()), dtype, k=36)
     m = copy.deepcopy(model).to(torch.device("cpu"))
     assert isinstance(m[0], sk.SparseLinear)
