@@ -40,7 +40,7 @@ from torch import nn
 
 from .._checks import fail, index_dtype_for
 from ..formats import BSRMatrix, CSRMatrix, Semi24Matrix
-from ..formats.csr import bitmap_of, bitmap_words
+from ..formats.csr import COMPACT_COL_DTYPE, COMPACT_MAX_K, bitmap_of, bitmap_words, cols_to
 from ..formats.semi24 import EMPTY_NIBBLE, M_BLOCK, pack_metadata, padded_k, unpack_metadata
 
 SPARSE_FORMATS = ("sparse-bitmask", "sparse-24-bitmask")
@@ -224,7 +224,9 @@ def csr_from_bitmask(where: str, compressed: torch.Tensor, bitmask: torch.Tensor
     crow = torch.empty(M + 1, dtype=idx)
     crow[:M] = row_offsets
     crow[M] = nnz
-    col = torch.empty(nnz, dtype=idx)
+    # compact (int16) columns where K allows, as SparseLinear.from_dense stores them
+    cdt = COMPACT_COL_DTYPE if K <= COMPACT_MAX_K else idx
+    col = torch.empty(nnz, dtype=cdt)
     R = _row_block(K)
     for r0 in range(0, M, R):
         r1 = min(M, r0 + R)
@@ -237,7 +239,7 @@ def csr_from_bitmask(where: str, compressed: torch.Tensor, bitmask: torch.Tensor
             fail(where, ValueError, f"row {r} has {int(counts[r - r0])} bits set but row_offsets give it "
                                     f"{int(crow[r + 1] - crow[r])} values (row_offsets[0] = {int(crow[0])}, "
                                     f"{nnz} values in all)")
-        col[int(crow[r0]):int(crow[r1])] = bits.nonzero()[:, 1].to(idx)
+        col[int(crow[r0]):int(crow[r1])] = cols_to(bits.nonzero()[:, 1], cdt)
     if M and int(crow[0]) != 0:
         fail(where, ValueError, f"row_offsets[0] must be 0, got {int(crow[0])}")
     words = None
