@@ -7,13 +7,11 @@ import os
 
 import pytest
 import torch
-from conftest import DTYPES, assert_close, assert_compile_matches_eager, poison_cuda, requires_cuda  # noqa: F401
+from conftest import DTYPES, assert_close, poison_cuda, requires_cuda  # noqa: F401
 from test_formats_bsr import random_block_sparse
 
 import sparsekern as sk
-
-BLOCKS = [(16, 16), (32, 32), (64, 64), (128, 128), (16, 64), (128, 32)]
-DENSITIES = [0.0, 0.5, 1.0]
+from sparsekern._constants import DECODE_MAX_N
 
 
 def reference_mm(W, B):
@@ -413,7 +411,7 @@ def test_triton_bsr_mm_autotune_path(monkeypatch, N):
     from sparsekern._triton import configs
 
     try:
-        tuner = mod._autotuner(N <= configs.BSR_MM_DECODE_N)
+        tuner = mod._autotuner(N <= DECODE_MAX_N)
     except RuntimeError as e:  # Triton 3.2 looks up the GPU driver when an autotuner is defined
         import triton
 
@@ -433,7 +431,7 @@ def test_triton_bsr_mm_autotune_path(monkeypatch, N):
     assert_close(out, x.double() @ W.double().T + bias.double(), torch.float16, k=K)
     assert len(ran) > 1
     entry = mod.tuned_entries()[(M, K, configs.n_bucket(N), 16, 32, "float16")]
-    assert entry["SPLIT_K"] == (8 if N <= configs.BSR_MM_DECODE_N else 1)
+    assert entry["SPLIT_K"] == (8 if N <= DECODE_MAX_N else 1)
 
 
 @pytest.mark.triton
@@ -543,7 +541,7 @@ def test_bsr_mm_cuda_every_candidate_config(monkeypatch, N, poison_cuda):
     A = sk.BSRMatrix.from_dense(W, (64, 64))
     B = torch.randn(K, N, device="cuda", dtype=torch.float16)
     ref = reference_mm(W, B)
-    for c in configs.bsr_mm_candidates(decode=N <= configs.BSR_MM_DECODE_N):
+    for c in configs.bsr_mm_candidates(decode=N <= DECODE_MAX_N):
         cfg = {**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}
         monkeypatch.setattr(configs, "bsr_mm_tuned", lambda *args, cfg=cfg: cfg)
         assert_close(mod.bsr_mm(A.crow_indices, A.col_indices, A.values, M, B), ref, torch.float16, k=K)

@@ -22,10 +22,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .._constants import DECODE_MAX_N
 from ..formats.csr import COMPACT_COL_DTYPE
-from ..ops.csr_mm import check_op_args
-
-DECODE_MAX_N = 16
+from ..ops.csr_mm import check_csr_linear, check_csr_mm
 
 
 @triton.jit
