@@ -19,7 +19,8 @@ inline void check_semi24_components(const char* op, const at::Tensor& values, co
                                     int64_t K) {
   check_dim(op, values, "values", 2);
   check_float(op, values, "values");
-  SK_CHECK_TYPE(metadata.scalar_type() == at::kInt, op, "metadata must be int32, got ", metadata.scalar_type());
+  SK_CHECK_TYPE(metadata.scalar_type() == at::kInt, op, "metadata must be int32, got ",
+                dtype_name(metadata.scalar_type()));
   check_same_device(op, values, "values", metadata, "metadata");
   const int64_t M = values.size(0), Kp = semi24_padded_k(K);
   SK_CHECK_VALUE(values.size(1) * 2 == Kp, op, "values must have padded K / 2 = ", Kp / 2,

@@ -439,7 +439,7 @@ def test_triton_launchers_reject():
     from sparsekern._triton.bsr_mm import bsr_linear, bsr_mm
 
     crow, col, val, M, B = _good()
-    with pytest.raises(TypeError, match="sparsekern.bsr_mm: B and values must have the same dtype"):
+    with pytest.raises(TypeError, match="sparsekern.bsr_mm: values and B must have the same dtype"):
         bsr_mm(crow, col, val, M, B.half())
     with pytest.raises(ValueError, match="sparsekern.bsr_mm: B must be 2-D"):
         bsr_mm(crow, col, val, M, B[0])

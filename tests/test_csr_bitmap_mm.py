@@ -406,7 +406,7 @@ def test_triton_csr_bitmap_launchers_reject():
     A = sk.CSRMatrix.from_dense(random_sparse(6, 40, 0.5), bitmap=True)
     with pytest.raises(ValueError, match=r"sparsekern.csr_bitmap_mm: bitmap must have shape"):
         csr_bitmap_mm(A.crow_indices, A.col_indices, A.values, A.bitmap[:, :1], torch.randn(40, 3))
-    with pytest.raises(TypeError, match="sparsekern.csr_bitmap_mm: B and values must have the same dtype"):
+    with pytest.raises(TypeError, match="sparsekern.csr_bitmap_mm: values and B must have the same dtype"):
         csr_bitmap_mm(*components(A), torch.randn(40, 3).half())
     with pytest.raises(ValueError, match=r"sparsekern.csr_bitmap_linear: bias must have M = 6 entries"):
         csr_bitmap_linear(torch.randn(3, 40), *components(A), torch.randn(5))

@@ -363,7 +363,7 @@ def test_triton_launchers_reject():
     from sparsekern._triton.csr_mm import csr_mm
 
     crow, col, val, B = _good()
-    with pytest.raises(TypeError, match="sparsekern.csr_mm: B and values must have the same dtype"):
+    with pytest.raises(TypeError, match="sparsekern.csr_mm: values and B must have the same dtype"):
         csr_mm(crow, col, val, B.half())
     with pytest.raises(ValueError, match="sparsekern.csr_mm: B must be 2-D"):
         csr_mm(crow, col, val, B[0])

@@ -115,7 +115,7 @@ def _good():
     [
         (lambda v, m: (v, m.long()), TypeError, "metadata must be int32"),
         (lambda v, m: (v.double(), m), TypeError, "float32, float16 or bfloat16"),
-        (lambda v, m: (v[:, :-1], m), ValueError, r"values must have shape \(M, padded K / 2\)"),
+        (lambda v, m: (v[:, :-1], m), ValueError, r"values must have padded K / 2 = 64 columns for K = 70"),
         (lambda v, m: (v, m[:1]), ValueError, "metadata must have shape"),
         (lambda v, m: (v, m.index_fill(2, torch.tensor([9]), 0)), ValueError, r"metadata of row \d+, group \d+ is 0b0000"),
         (lambda v, m: (v.index_fill(1, torch.tensor([63]), 1.0), m), ValueError, "padding columns"),

@@ -86,7 +86,7 @@ def check_bitmap(where: str, bitmap: torch.Tensor, crow: torch.Tensor, col: torc
     if bitmap.dtype != torch.int32:
         fail(where, TypeError, f"bitmap must be int32, got {bitmap.dtype}")
     require(bitmap.dim() == 2 and bitmap.shape[0] == M and bitmap.shape[1] == bitmap_words(K), where, ValueError,
-            lambda: f"bitmap must have shape (M, ceil(K / 32)) = ({M}, {bitmap_words(K)}), got {tuple(bitmap.shape)}")
+            lambda: f"bitmap must have shape (M, ceil(K / 32)) = ({M}, {bitmap_words(K)}), got {list(bitmap.shape)}")
     check_same_device(where, crow, "crow_indices", bitmap, "bitmap")
     if contents:
         if not torch.equal(bitmap, bitmap_of(where, crow, col, K)):
