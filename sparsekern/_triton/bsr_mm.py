@@ -170,13 +170,13 @@ def _launch(crow, col, val, M, B, bias, out, config="auto"):
 
 
 def bsr_mm(crow, col, val, M, B):
-    check_op_args("bsr_mm", crow, col, val, M, B, "B")
+    check_bsr_mm(crow, col, val, M, B)
     out = torch.empty((M, B.shape[1]), dtype=B.dtype, device=B.device)
     return _launch(crow, col, val, M, B, None, out)
 
 
 def bsr_linear(x, crow, col, val, M, bias):
-    check_op_args("bsr_linear", crow, col, val, M, x, "x", bias=bias, linear=True)
+    check_bsr_linear(x, crow, col, val, M, bias)
     out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
     _launch(crow, col, val, M, x.t(), bias, out.t())
     return out

@@ -188,15 +188,13 @@ def _launch(crow, val, bitmap, B, bias, out, config="auto"):
 
 
 def csr_bitmap_mm(crow, col, val, bitmap, B, config="auto"):
-    check_op_args("csr_bitmap_mm", crow, col, val, B, "B", B.shape[0] if B.dim() == 2 else 0, bitmap=bitmap)
+    check_csr_bitmap_mm(crow, col, val, bitmap, B)
     out = torch.empty((crow.numel() - 1, B.shape[1]), dtype=B.dtype, device=B.device)
     return _launch(crow, val, bitmap, B, None, out, config)
 
 
 def csr_bitmap_linear(x, crow, col, val, bitmap, bias, config="auto"):
-    op = "csr_bitmap_linear"
-    check_op_args(op, crow, col, val, x, "x", x.shape[1] if x.dim() == 2 else 0, bitmap=bitmap, bias=bias,
-                  linear=True)
+    check_csr_bitmap_linear(x, crow, col, val, bitmap, bias)
     M = crow.numel() - 1
     out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
     _launch(crow, val, bitmap, x.t(), bias, out.t(), config)
