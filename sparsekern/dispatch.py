@@ -70,6 +70,9 @@ CPU_BITMAP_MIN_DENSITY = {
 }
 
 
+# Fixed per process (the C++ side detects it once), so torch.compile may bake it in instead of breaking the graph
+# on an op that returns an int: sk.ops.csr_mm of a CSRMatrix with a bitmap asks it on every call.
+@torch.compiler.assume_constant_result
 def cpu_isa() -> str:
     """The instruction set the CPU kernels run with (SPARSEKERN_CPU_ISA caps it); "base" without the extension."""
     if not hasattr(torch.ops.sparsekern, "cpu_isa"):
