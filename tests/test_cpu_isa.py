@@ -54,7 +54,7 @@ def test_cpu_kernel_variant(isa):
 def test_cpu_op_suites_under_variant(isa):
     """The CPU tests of every op file, in a pytest subprocess that runs the capped variant (~12 s each)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    files = [os.path.join(here, f) for f in ("test_csr_mm.py", "test_csr_bitmap_mm.py", "test_bsr_mm.py",
+    files = [os.path.join(here, f) for f in ("test_ops.py", "test_csr_mm.py", "test_csr_bitmap_mm.py", "test_bsr_mm.py",
                                              "test_semi24_mm.py")]
     env = {**os.environ, "SPARSEKERN_CPU_ISA": isa}
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not triton and not cuda", *files]
