@@ -84,14 +84,14 @@ mkdir -p "$DEST"
 failed=0
 built=0
 
-OP_TESTS=(tests/test_*mm*.py)
+OP_TESTS=(tests/test_*mm*.py tests/test_ops.py)
 # Sanitizer selections (pytest -k; parametrize ids dtype0/1/2 are float32/float16/bfloat16, conftest.DTYPES):
 MEMCHECK_K="sanitizer_sweep or garbage or misaligned or index_widths or clamps_row_pointers"  # CSR: 11 tests
-MEMCHECK_K+=" or semi24_decode_and_tc or semi24_cuda_unaligned or (semi24_mm_cuda and partial)"  # 2:4: 32
+MEMCHECK_K+=" or semi24_decode_and_tc or semi24_cuda_unaligned or (float64_reference and cuda-semi24)"  # 2:4: 13
 MEMCHECK_K+=" or bsr_linear_and_padding or bsr_split_k or (bsr_mm_cuda and 0.1 and dtype1)"      # BSR: 34
 MEMCHECK_K+=" or bsr_bad_row_pointers or bsr_blocks_over_128"
-MEMCHECK_K+=" or csr_bitmap_inconsistent_bitmap or (csr_bitmap_ops_cuda and 0.5 and dtype1)"    # bitmap: 7
-RACECHECK_K="sanitizer_sweep or (semi24_mm_cuda and partial and not dtype0)"                 # 1 + 14 tests
+MEMCHECK_K+=" or csr_bitmap_inconsistent_bitmap or (float64_reference and cuda-csr_bitmap)"    # bitmap: 3
+RACECHECK_K="sanitizer_sweep or (float64_reference and cuda-semi24_mm)"  # 1 + 1 test (every semi24_mm sample)
 SANITIZER=(compute-sanitizer --error-exitcode 99 --print-limit 20)
 
 # Seconds a stage needs; with GPU_CHECK_BUDGET_S, a stage is skipped when less than this is left.
@@ -206,14 +206,15 @@ memcheck() {
   ensure_built || return 1
   TAIL=15 run memcheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 SPARSEKERN_AUTOTUNE=0 "${SANITIZER[@]}" --tool memcheck \
     "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOG/memcheck.xml" -m "cuda or triton" \
-    tests/test_csr_mm_gpu.py tests/test_semi24_mm.py tests/test_bsr_mm.py tests/test_csr_bitmap_mm.py -k "$MEMCHECK_K"
+    tests/test_csr_mm_gpu.py tests/test_semi24_mm.py tests/test_bsr_mm.py tests/test_csr_bitmap_mm.py tests/test_ops.py \
+    -k "$MEMCHECK_K"
 }
 
 racecheck() {
   ensure_built || return 1
   TAIL=10 run racecheck env SPARSEKERN_AUTOTUNE=0 "${SANITIZER[@]}" --tool racecheck \
     "$PY" -m pytest -q -p no:cacheprovider --junitxml="$LOG/racecheck.xml" -m cuda \
-    tests/test_csr_mm_gpu.py tests/test_semi24_mm.py -k "$RACECHECK_K"
+    tests/test_csr_mm_gpu.py tests/test_ops.py -k "$RACECHECK_K"
 }
 
 bench_op() {  # bench_op NAME PRESET OP [extra bench args...]: JSON in $LOG/NAME/

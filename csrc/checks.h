@@ -1,6 +1,8 @@
 // Input checks shared by every op. Each message starts with "sparsekern.<op>:" so the user sees which op
 // refused the input; the exception type follows Python conventions (TypeError for dtypes, IndexError for
-// indices out of range, ValueError for shapes and contents).
+// indices out of range, ValueError for shapes and contents). The Python checks (sparsekern/_checks.py, the
+// formats' check functions, the ops' fake kernels) say the same words in the same order, dtypes spelt as Python
+// spells them (torch.float32) and shapes as at::IntArrayRef prints them ([2, 3]): tests/test_ops.py compares.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -8,6 +10,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 namespace sparsekern {
 
@@ -15,19 +18,24 @@ namespace sparsekern {
 #define SK_CHECK_TYPE(cond, op, ...) TORCH_CHECK_TYPE(cond, "sparsekern.", op, ": ", __VA_ARGS__)
 #define SK_CHECK_INDEX(cond, op, ...) TORCH_CHECK_INDEX(cond, "sparsekern.", op, ": ", __VA_ARGS__)
 
+// A dtype as Python spells it (torch.float32, not Float).
+inline std::string dtype_name(at::ScalarType t) {
+  return "torch." + std::string(c10::getDtypeNames(t).first);
+}
+
 inline bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
 }
 
 inline void check_float(const char* op, const at::Tensor& t, const char* name) {
   SK_CHECK_TYPE(is_supported_float(t.scalar_type()), op, name, " must be float32, float16 or bfloat16, got ",
-                t.scalar_type());
+                dtype_name(t.scalar_type()));
 }
 
 inline void check_same_dtype(const char* op, const at::Tensor& a, const char* an, const at::Tensor& b,
                              const char* bn) {
   SK_CHECK_TYPE(a.scalar_type() == b.scalar_type(), op, an, " and ", bn, " must have the same dtype, got ",
-                a.scalar_type(), " and ", b.scalar_type());
+                dtype_name(a.scalar_type()), " and ", dtype_name(b.scalar_type()));
 }
 
 inline void check_same_device(const char* op, const at::Tensor& a, const char* an, const at::Tensor& b,
@@ -44,8 +52,8 @@ inline void check_dim(const char* op, const at::Tensor& t, const char* name, int
 // pattern of an index in [0, 65535], so every kernel reads it as uint16 (col & 0xFFFF).
 inline void check_col_dtype(const char* op, const at::Tensor& crow, const at::Tensor& col) {
   SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type() || col.scalar_type() == at::kShort, op,
-                "col_indices must have the dtype of crow_indices (", crow.scalar_type(), ") or be int16, got ",
-                col.scalar_type());
+                "col_indices must have the dtype of crow_indices (", dtype_name(crow.scalar_type()),
+                ") or be int16, got ", dtype_name(col.scalar_type()));
 }
 
 // The optional row order (a permutation of the M rows, longest first) that the GPU kernels walk rows in: it
@@ -53,7 +61,8 @@ inline void check_col_dtype(const char* op, const at::Tensor& crow, const at::Te
 // The bitmap of a CSR pattern (csr_bitmap_mm / csr_bitmap_linear): (M, ceil(K / 32)) int32 words on crow's device.
 // Its contents are checked against col by the CSRMatrix constructor / validate=True.
 inline void check_bitmap(const char* op, const at::Tensor& bitmap, const at::Tensor& crow, int64_t K) {
-  SK_CHECK_TYPE(bitmap.scalar_type() == at::kInt, op, "bitmap must be int32, got ", bitmap.scalar_type());
+  SK_CHECK_TYPE(bitmap.scalar_type() == at::kInt, op, "bitmap must be int32, got ",
+                dtype_name(bitmap.scalar_type()));
   const int64_t M = crow.numel() - 1, words = (K + 31) / 32;
   SK_CHECK_VALUE(bitmap.dim() == 2 && bitmap.size(0) == M && bitmap.size(1) == words, op,
                  "bitmap must have shape (M, ceil(K / 32)) = (", M, ", ", words, "), got ", bitmap.sizes());
@@ -64,7 +73,7 @@ inline void check_row_order(const char* op, const std::optional<at::Tensor>& ord
   if (!order.has_value()) return;
   check_dim(op, *order, "row_order", 1);
   SK_CHECK_TYPE(order->scalar_type() == crow.scalar_type(), op, "row_order must have the dtype of crow_indices (",
-                crow.scalar_type(), "), got ", order->scalar_type());
+                dtype_name(crow.scalar_type()), "), got ", dtype_name(order->scalar_type()));
   SK_CHECK_VALUE(order->numel() == crow.numel() - 1, op, "row_order must have M = ", crow.numel() - 1,
                  " entries, got ", order->numel());
   check_same_device(op, crow, "crow_indices", *order, "row_order");
@@ -76,7 +85,7 @@ inline void check_index_components(const char* op, const at::Tensor& crow, const
   check_dim(op, crow, "crow_indices", 1);
   check_dim(op, col, "col_indices", 1);
   SK_CHECK_TYPE(crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong, op,
-                "crow_indices must be int32 or int64, got ", crow.scalar_type());
+                "crow_indices must be int32 or int64, got ", dtype_name(crow.scalar_type()));
   check_same_device(op, crow, "crow_indices", col, "col_indices");
 }
 

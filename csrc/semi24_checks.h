@@ -5,12 +5,9 @@
 #include <ATen/core/Tensor.h>
 
 #include "checks.h"
+#include "constants.h"
 
 namespace sparsekern {
-
-// Must equal sparsekern.formats.semi24.K_TILE and M_BLOCK.
-constexpr int64_t kSemi24KTile = 64;
-constexpr int64_t kSemi24MBlock = 32;
 
 inline int64_t semi24_padded_k(int64_t K) { return (K + kSemi24KTile - 1) / kSemi24KTile * kSemi24KTile; }
 
@@ -19,7 +16,8 @@ inline void check_semi24_components(const char* op, const at::Tensor& values, co
                                     int64_t K) {
   check_dim(op, values, "values", 2);
   check_float(op, values, "values");
-  SK_CHECK_TYPE(metadata.scalar_type() == at::kInt, op, "metadata must be int32, got ", metadata.scalar_type());
+  SK_CHECK_TYPE(metadata.scalar_type() == at::kInt, op, "metadata must be int32, got ",
+                dtype_name(metadata.scalar_type()));
   check_same_device(op, values, "values", metadata, "metadata");
   const int64_t M = values.size(0), Kp = semi24_padded_k(K);
   SK_CHECK_VALUE(values.size(1) * 2 == Kp, op, "values must have padded K / 2 = ", Kp / 2,

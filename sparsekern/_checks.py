@@ -40,7 +40,7 @@ def check_float(where: str, t: torch.Tensor, name: str) -> None:
 
 def check_dim(where: str, t: torch.Tensor, name: str, dim: int) -> None:
     if t.dim() != dim:
-        fail(where, ValueError, f"{name} must be {dim}-D, got shape {tuple(t.shape)}")
+        fail(where, ValueError, f"{name} must be {dim}-D, got shape {list(t.shape)}")
 
 
 def check_same_dtype(where: str, a: torch.Tensor, an: str, b: torch.Tensor, bn: str) -> None:
@@ -65,19 +65,23 @@ def check_has_values(where: str, t: torch.Tensor, name: str) -> None:
         fail(where, ValueError, f"{name} is on the meta device, which holds no values to read")
 
 
-def check_dense(where: str, t, name: str, val: torch.Tensor, dim: int = 2) -> None:
-    """A dense operand of an op (B, x, bias): a `dim`-D float tensor with the values' dtype and device."""
+def check_dense(where: str, t, name: str, val: torch.Tensor) -> None:
+    """A dense operand of an op (B, x): a 2-D float tensor with the values' dtype and device (csrc/checks.h
+    check_dense, in its order and words)."""
     check_tensor(where, t, name)
-    check_dim(where, t, name, dim)
+    check_dim(where, t, name, 2)
     check_float(where, t, name)
-    check_same(where, t, name, val, "values")
+    check_same(where, val, "values", t, name)
 
 
 def check_linear_bias(where: str, bias, val: torch.Tensor, M) -> None:
-    """The optional bias of a Linear-orientation op: (M,), the values' dtype and device."""
+    """The optional bias of a Linear-orientation op: (M,), the values' dtype and device (csrc/checks.h
+    check_linear_bias, in its order and words)."""
     if bias is None:
         return
-    check_dense(where, bias, "bias", val, dim=1)
+    check_tensor(where, bias, "bias")
+    check_dim(where, bias, "bias", 1)
+    check_same(where, val, "values", bias, "bias")
     require(bias.shape[0] == M, where, ValueError, lambda: f"bias must have M = {M} entries, got {bias.shape[0]}")
 
 

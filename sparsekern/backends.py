@@ -8,6 +8,7 @@ import platform
 import torch
 
 from ._C_loader import LOAD_ERROR, _C, has_kernel
+from .dispatch import cpu_isa
 from .ops._registry import GPU_BACKEND
 
 
@@ -29,8 +30,9 @@ def backends() -> dict:
         "extension": "loaded" if _C is not None else f"missing ({LOAD_ERROR})",
         "cpu_kernels": [op for op in GPU_BACKEND if has_kernel(op, "CPU")],
         # The CPU kernels' instruction set (SPARSEKERN_CPU_ISA=avx2|base caps it).
-        "cpu_isa": ("base", "avx2", "avx512")[torch.ops.sparsekern.cpu_isa()] if _C is not None else None,
-        # "cuda": compiled kernel; "triton": fallback (needs triton on the GPU machine).
+        "cpu_isa": cpu_isa() if _C is not None else None,
+        # "cuda": compiled kernel; "triton": fallback (needs triton on the GPU machine); "none". sk.explain says
+        # which op a call runs.
         "gpu_backend": dict(GPU_BACKEND),
         "gpu": gpu,
     }

@@ -25,6 +25,8 @@ import math
 
 import torch
 
+from ._constants import DECODE_MAX_N
+
 HBM_BYTES_PER_S = 3.0e12
 # Gathered FMAs on CUDA cores as the CSR kernels run them (~30% of the fp32 datasheet rate).
 CSR_FLOPS = 2.0e13
@@ -40,8 +42,6 @@ INT_OPS = 3.0e13
 LOOP_OPS_DECODE = 17
 LOOP_OPS_WIDE = 31
 BITMAP_MAX_BLOCK_N = 256
-# Up to this N the tensor-core kernel runs its decode configs (one 16-column tile, split K).
-BITMAP_DECODE_N = 16
 
 
 def csr_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
@@ -51,7 +51,7 @@ def csr_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
 
 def bitmap_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
     bytes_ = nnz * elt + M * K / 8 + (K + M) * N * elt
-    loop = M * K * LOOP_OPS_DECODE if N <= BITMAP_DECODE_N else M * K * math.ceil(N / BITMAP_MAX_BLOCK_N) * LOOP_OPS_WIDE
+    loop = M * K * LOOP_OPS_DECODE if N <= DECODE_MAX_N else M * K * math.ceil(N / BITMAP_MAX_BLOCK_N) * LOOP_OPS_WIDE
     return max(bytes_ / HBM_BYTES_PER_S, loop / INT_OPS, 2 * M * K * N / TENSOR_FLOPS)
 
 
@@ -70,6 +70,9 @@ CPU_BITMAP_MIN_DENSITY = {
 }
 
 
+# Fixed per process (the C++ side detects it once), so torch.compile may bake it in instead of breaking the graph
+# on an op that returns an int: sk.ops.csr_mm of a CSRMatrix with a bitmap asks it on every call.
+@torch.compiler.assume_constant_result
 def cpu_isa() -> str:
     """The instruction set the CPU kernels run with (SPARSEKERN_CPU_ISA caps it); "base" without the extension."""
     if not hasattr(torch.ops.sparsekern, "cpu_isa"):

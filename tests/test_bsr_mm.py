@@ -1,5 +1,7 @@
-"""bsr_mm / bsr_linear: the C++ CPU kernel and the Triton kernel (interpreter without a GPU) against a float64
-dense reference, autograd, opcheck, torch.compile, and the errors bad input must raise."""
+"""bsr_mm / bsr_linear: what is particular to the BSR kernels (any block size, block padding, wide-N panels,
+the values gradient's chunks), the errors bad input must raise, and the Triton kernel (interpreter without a GPU)
+against a float64 dense reference. The checks every op shares (float64 reference over tests/samples.py, opcheck,
+compile, backward) are in tests/test_ops.py."""
 
 import ast
 import importlib
@@ -7,13 +9,11 @@ import os
 
 import pytest
 import torch
-from conftest import DTYPES, assert_close, assert_compile_matches_eager, poison_cuda, requires_cuda  # noqa: F401
+from conftest import DTYPES, assert_close, poison_cuda, requires_cuda  # noqa: F401
 from test_formats_bsr import random_block_sparse
 
 import sparsekern as sk
-
-BLOCKS = [(16, 16), (32, 32), (64, 64), (128, 128), (16, 64), (128, 32)]
-DENSITIES = [0.0, 0.5, 1.0]
+from sparsekern._constants import DECODE_MAX_N
 
 
 def reference_mm(W, B):
@@ -36,38 +36,12 @@ def _padding_poisoned(W, blocksize):
 # ---------------------------------------------------------------------------------------------- CPU kernel
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("blocksize", BLOCKS)
-@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (33, 70, 5), (257, 130, 33), (200, 300, 64)])
-@pytest.mark.parametrize("density", DENSITIES)
-def test_bsr_mm_cpu(dtype, blocksize, M, K, N, density):
-    W = random_block_sparse(M, K, blocksize, density, dtype)
-    B = torch.randn(K, N).to(dtype)
-    out = sk.ops.bsr_mm(sk.BSRMatrix.from_dense(W, blocksize), B)
-    assert out.dtype == dtype and out.shape == (M, N)
-    assert_close(out, reference_mm(W, B), dtype, k=K)
-
-
 @pytest.mark.parametrize("blocksize", [(1, 1), (3, 5), (24, 40), (7, 128)])
 @pytest.mark.parametrize("N", [1, 17, 100])
 def test_bsr_mm_cpu_any_blocksize(blocksize, N):
     W = random_block_sparse(61, 83, blocksize, 0.6)
     B = torch.randn(83, N)
     assert_close(sk.ops.bsr_mm(sk.BSRMatrix.from_dense(W, blocksize), B), reference_mm(W, B), torch.float32, k=83)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", [(5,), (2, 3), (1,)])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_sparse_linear_bsr_cpu(dtype, batch, with_bias):
-    M, K = 67, 130
-    W = random_block_sparse(M, K, (16, 32), 0.6, dtype)
-    x = torch.randn(*batch, K).to(dtype)
-    bias = torch.randn(M).to(dtype) if with_bias else None
-    y = sk.ops.sparse_linear(x, sk.BSRMatrix.from_dense(W, (16, 32)), bias)
-    ref = x.double() @ W.double().T + (bias.double() if with_bias else 0)
-    assert y.shape == (*batch, M) and y.dtype == dtype
-    assert_close(y, ref, dtype, k=K)
 
 
 # The CPU kernel has two loop nests: N <= 8 (decode: vectors along k) and wider N (register tiles over N).
@@ -124,59 +98,7 @@ def test_bsr_mm_duplicate_blocks_are_summed():
     torch.testing.assert_close(sk.ops.bsr_mm(A, B), 3 * B)
 
 
-@pytest.mark.parametrize("M,K,N", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
-def test_bsr_mm_zero_sized(M, K, N):
-    A = sk.BSRMatrix.from_dense(torch.zeros(M, K), (16, 16))
-    out = sk.ops.bsr_mm(A, torch.randn(K, N))
-    assert out.shape == (M, N) and bool((out == 0).all())
-    y = sk.ops.sparse_linear(torch.randn(N, K), A)
-    assert y.shape == (N, M) and bool((y == 0).all())
-
-
 # ---------------------------------------------------------------------------------------------- autograd
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_bsr_mm_backward_matches_dense(dtype):
-    M, K, N = 45, 70, 19
-    W = random_block_sparse(M, K, (16, 32), 0.6, dtype)
-    A = sk.BSRMatrix.from_dense(W, (16, 32))
-    A.values.requires_grad_(True)
-    B = torch.randn(K, N).to(dtype).requires_grad_(True)
-    R = torch.randn(M, N).to(dtype)
-    (sk.ops.bsr_mm(A, B) * R).sum().backward()
-
-    Wd = W.double().requires_grad_(True)
-    Bd = B.detach().double().requires_grad_(True)
-    (Wd @ Bd * R.double()).sum().backward()
-    assert_close(B.grad, Bd.grad, dtype, k=M)
-    grad_blocks = sk.BSRMatrix(A.crow_indices, A.col_indices, A.values.grad, A.shape).to_dense()
-    mask = A.to_dense() != 0
-    assert_close(grad_blocks[mask], Wd.grad[mask], dtype, k=N)
-    # Pruned blocks get no gradient; the edge blocks' padding gets zero.
-    assert A.values.grad.shape == A.values.shape
-    assert bool((A.values.grad[:, :, K % 32 :][A.col_indices == K // 32] == 0).all())
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_sparse_linear_bsr_backward_matches_dense(dtype):
-    M, K = 40, 50
-    W = random_block_sparse(M, K, (16, 16), 0.7, dtype)
-    A = sk.BSRMatrix.from_dense(W, (16, 16))
-    A.values.requires_grad_(True)
-    x = torch.randn(2, 5, K).to(dtype).requires_grad_(True)
-    bias = torch.randn(M).to(dtype).requires_grad_(True)
-    R = torch.randn(2, 5, M).to(dtype)
-    (sk.ops.sparse_linear(x, A, bias) * R).sum().backward()
-
-    Wd, xd, bd = (t.detach().double().requires_grad_(True) for t in (W, x, bias))
-    ((xd @ Wd.T + bd) * R.double()).sum().backward()
-    assert_close(x.grad, xd.grad, dtype, k=M)
-    grad_dense = sk.BSRMatrix(A.crow_indices, A.col_indices, A.values.grad, A.shape).to_dense()
-    stored = sk.BSRMatrix(A.crow_indices, A.col_indices, torch.ones_like(A.values), A.shape).to_dense() != 0
-    assert_close(grad_dense[stored], Wd.grad[stored], dtype, k=10)
-    assert bool((grad_dense[~stored] == 0).all())
-    assert_close(bias.grad, bd.grad, dtype, k=10)
 
 
 def test_bsr_values_gradient_in_chunks(monkeypatch):
@@ -192,35 +114,6 @@ def test_bsr_values_gradient_in_chunks(monkeypatch):
     dense = G.double() @ B.double().T
     blocks = dense.view(4, 16, 4, 16).transpose(1, 2)[A.to_dense().view(4, 16, 4, 16).transpose(1, 2).abs().sum((2, 3)) != 0]
     assert_close(whole, blocks, torch.float32, k=9)
-
-
-# ---------------------------------------------------------------------------------------------- opcheck / compile
-
-
-def _opcheck_cases():
-    W = random_block_sparse(37, 40, (16, 16), 0.6)
-    A = sk.BSRMatrix.from_dense(W, (16, 16))
-    B = torch.randn(40, 5, requires_grad=True)
-    val = A.values.clone().requires_grad_(True)
-    x = torch.randn(6, 40, requires_grad=True)
-    bias = torch.randn(37, requires_grad=True)
-    return [
-        (torch.ops.sparsekern.bsr_mm.default, (A.crow_indices, A.col_indices, A.values, 37, B)),
-        (torch.ops.sparsekern.bsr_mm.default, (A.crow_indices, A.col_indices, val, 37, B.detach())),
-        (torch.ops.sparsekern.bsr_linear.default, (x, A.crow_indices, A.col_indices, val, 37, bias)),
-        (torch.ops.sparsekern.bsr_linear.default, (x.detach(), A.crow_indices, A.col_indices, A.values, 37, None)),
-    ]
-
-
-@pytest.mark.parametrize("case", range(4))
-def test_opcheck(case):
-    op, args = _opcheck_cases()[case]
-    torch.library.opcheck(op, args)
-
-
-def test_torch_compile_fullgraph():
-    A = sk.BSRMatrix.from_dense(random_block_sparse(50, 40, (16, 16), 0.7), (16, 16))
-    assert_compile_matches_eager(sk.ops.bsr_mm, A, 40, 50, grad_values=True)
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -269,17 +162,8 @@ def test_bsr_linear_op_rejects():
         torch.ops.sparsekern.bsr_linear(torch.randn(2, 33), crow, col, val, M, torch.randn(40).half())
 
 
-def test_bsr_entry_points_reject():
+def test_bsr_entry_points_validate():
     crow, col, val, M, B = _good()
-    A = sk.BSRMatrix(crow, col, val, (40, 33))
-    with pytest.raises(ValueError, match=r"sparsekern.bsr_mm: A is \(40, 33\) but B has 4 rows"):
-        sk.ops.bsr_mm(A, torch.randn(4, 3))
-    with pytest.raises(TypeError, match="sparsekern.bsr_mm: A must be a BSRMatrix"):
-        sk.ops.bsr_mm(A.to_dense(), B)
-    with pytest.raises(ValueError, match="sparsekern.bsr_mm: B and A.values must be on the same device"):
-        sk.ops.bsr_mm(A, B.to("meta"))
-    with pytest.raises(ValueError, match=r"sparsekern.sparse_linear: A is \(40, 33\) but x has shape"):
-        sk.ops.sparse_linear(torch.randn(3, 4), A)
     bad = sk.BSRMatrix(crow, col + 5, val, (40, 33), validate=False)
     with pytest.raises(IndexError, match="sparsekern.bsr_mm: col_indices.* out of range"):
         sk.ops.bsr_mm(bad, B, validate=True)
@@ -413,7 +297,7 @@ def test_triton_bsr_mm_autotune_path(monkeypatch, N):
     from sparsekern._triton import configs
 
     try:
-        tuner = mod._autotuner(N <= configs.BSR_MM_DECODE_N)
+        tuner = mod._autotuner(N <= DECODE_MAX_N)
     except RuntimeError as e:  # Triton 3.2 looks up the GPU driver when an autotuner is defined
         import triton
 
@@ -433,7 +317,7 @@ def test_triton_bsr_mm_autotune_path(monkeypatch, N):
     assert_close(out, x.double() @ W.double().T + bias.double(), torch.float16, k=K)
     assert len(ran) > 1
     entry = mod.tuned_entries()[(M, K, configs.n_bucket(N), 16, 32, "float16")]
-    assert entry["SPLIT_K"] == (8 if N <= configs.BSR_MM_DECODE_N else 1)
+    assert entry["SPLIT_K"] == (8 if N <= DECODE_MAX_N else 1)
 
 
 @pytest.mark.triton
@@ -441,7 +325,7 @@ def test_triton_launchers_reject():
     from sparsekern._triton.bsr_mm import bsr_linear, bsr_mm
 
     crow, col, val, M, B = _good()
-    with pytest.raises(TypeError, match="sparsekern.bsr_mm: B and values must have the same dtype"):
+    with pytest.raises(TypeError, match="sparsekern.bsr_mm: values and B must have the same dtype"):
         bsr_mm(crow, col, val, M, B.half())
     with pytest.raises(ValueError, match="sparsekern.bsr_mm: B must be 2-D"):
         bsr_mm(crow, col, val, M, B[0])
@@ -543,7 +427,7 @@ def test_bsr_mm_cuda_every_candidate_config(monkeypatch, N, poison_cuda):
     A = sk.BSRMatrix.from_dense(W, (64, 64))
     B = torch.randn(K, N, device="cuda", dtype=torch.float16)
     ref = reference_mm(W, B)
-    for c in configs.bsr_mm_candidates(decode=N <= configs.BSR_MM_DECODE_N):
+    for c in configs.bsr_mm_candidates(decode=N <= DECODE_MAX_N):
         cfg = {**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}
         monkeypatch.setattr(configs, "bsr_mm_tuned", lambda *args, cfg=cfg: cfg)
         assert_close(mod.bsr_mm(A.crow_indices, A.col_indices, A.values, M, B), ref, torch.float16, k=K)
@@ -564,23 +448,6 @@ def test_bsr_mm_cuda_autotuned(monkeypatch):
         B = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
         assert_close(sk.ops.bsr_mm(A, B), reference_mm(W, B), torch.bfloat16, k=K)
         assert (M, K, configs.n_bucket(N), 32, 32, "bfloat16") in mod.tuned_entries()
-
-
-@requires_cuda
-@pytest.mark.cuda
-def test_bsr_cuda_backward_and_opcheck():
-    W = random_block_sparse(80, 64, (32, 32), 0.5, device="cuda")
-    A = sk.BSRMatrix.from_dense(W, (32, 32))
-    A.values.requires_grad_(True)
-    x = torch.randn(5, 64, device="cuda", requires_grad=True)
-    sk.ops.sparse_linear(x, A).sum().backward()
-    Wd = W.double().requires_grad_(True)
-    xd = x.detach().double().requires_grad_(True)
-    (xd @ Wd.T).sum().backward()
-    assert_close(x.grad, xd.grad, torch.float16, k=80)
-    torch.library.opcheck(
-        torch.ops.sparsekern.bsr_mm.default, (A.crow_indices, A.col_indices, A.values.detach(), 80, x.detach().t())
-    )
 
 
 # ---------------------------------------------------------------------------------------------- GPU code generation

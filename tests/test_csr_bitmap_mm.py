@@ -1,6 +1,7 @@
 """csr_bitmap_mm / csr_bitmap_linear (the tensor-core CSR kernel) and the bitmap of CSRMatrix: the bitmap's
-encoding, every backend against a float64 dense reference, split-K, autograd, opcheck, torch.compile, the
-dispatch between the CSR kernels, and the errors bad input must raise."""
+encoding, the CPU decode kernel, the Triton kernel, split-K, autograd, the dispatch between the CSR kernels, and
+the errors bad input must raise. The checks every op shares (float64 reference over tests/samples.py, opcheck,
+compile) are in tests/test_ops.py."""
 
 import pytest
 import torch
@@ -83,23 +84,6 @@ def test_bitmap_construction_rejects():
 
 # ---------------------------------------------------------------------------------------------- CPU ops
 
-SHAPES = [(1, 1, 1), (7, 33, 1), (33, 7, 65), (100, 257, 33)]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("M,K,N", SHAPES)
-@pytest.mark.parametrize("sparsity", [0.0, 0.9, 1.0])
-def test_csr_bitmap_ops_cpu(dtype, M, K, N, sparsity):
-    W = random_sparse(M, K, sparsity, dtype)
-    A = sk.CSRMatrix.from_dense(W, bitmap=True)
-    B = torch.randn(K, N).to(dtype)
-    out = torch.ops.sparsekern.csr_bitmap_mm(*components(A), B)
-    assert out.dtype == dtype and out.shape == (M, N)
-    assert_close(out, reference_mm(W, B), dtype, k=K)
-    x, bias = torch.randn(N, K).to(dtype), torch.randn(M).to(dtype)
-    y = torch.ops.sparsekern.csr_bitmap_linear(x, *components(A), bias)
-    assert_close(y, x.double() @ W.double().T + bias.double(), dtype, k=K)
-
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("K", [1, 31, 32, 33, 100, 257])
@@ -117,17 +101,6 @@ def test_csr_bitmap_cpu_decode_kernel(dtype, K, sparsity):
         x = torch.randn(K, N).to(dtype).t()
         y = torch.ops.sparsekern.csr_bitmap_linear(x, *components(A), bias)
         assert_close(y, x.double() @ W.double().T + bias.double(), dtype, k=K)
-
-
-@pytest.mark.parametrize("M,K,N", [(0, 5, 3), (4, 0, 3), (4, 0, 1), (4, 5, 0), (0, 0, 0)])
-def test_csr_bitmap_ops_zero_sized(M, K, N):
-    W = torch.randn(M, K)
-    A = sk.CSRMatrix.from_dense(W, bitmap=True)
-    B = torch.randn(K, N)
-    out = torch.ops.sparsekern.csr_bitmap_mm(*components(A), B)
-    assert out.shape == (M, N) and torch.equal(out, torch.zeros(M, N))
-    y = torch.ops.sparsekern.csr_bitmap_linear(B.t(), *components(A), None)
-    assert y.shape == (N, M) and torch.equal(y, torch.zeros(N, M))
 
 
 def test_csr_bitmap_cpu_rejects_a_bitmap_that_disagrees_with_crow():
@@ -163,38 +136,6 @@ def test_csr_bitmap_backward_matches_dense(linear):
     assert_close(val.grad, Wd.grad[W != 0], torch.float32, k=6)
     if linear:
         assert_close(bias.grad, bd.grad, torch.float32, k=6)
-
-
-def _opcheck_cases():
-    A = sk.CSRMatrix.from_dense(random_sparse(9, 40, 0.6), bitmap=True, col_dtype=torch.int16)
-    val = A.values.clone().requires_grad_(True)
-    B = torch.randn(40, 5, requires_grad=True)
-    x = torch.randn(3, 40, requires_grad=True)
-    bias = torch.randn(9, requires_grad=True)
-    return [
-        (torch.ops.sparsekern.csr_bitmap_mm.default, (A.crow_indices, A.col_indices, val, A.bitmap, B)),
-        (torch.ops.sparsekern.csr_bitmap_linear.default, (x, A.crow_indices, A.col_indices, val, A.bitmap, bias)),
-        (torch.ops.sparsekern.csr_bitmap_linear.default, (x, A.crow_indices, A.col_indices, val, A.bitmap, None)),
-    ]
-
-
-@pytest.mark.parametrize("case", range(3))
-def test_opcheck(case):
-    op, args = _opcheck_cases()[case]
-    torch.library.opcheck(op, args)
-
-
-def test_torch_compile_fullgraph():
-    A = sk.CSRMatrix.from_dense(random_sparse(31, 40, 0.8), bitmap=True)
-    B = torch.randn(40, 8)
-    x = torch.randn(5, 40)
-
-    def f(c, i, v, bm, B, x):
-        return torch.ops.sparsekern.csr_bitmap_mm(c, i, v, bm, B).sum() + torch.ops.sparsekern.csr_bitmap_linear(
-            x, c, i, v, bm, None).relu().sum()
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(*components(A), B, x), f(*components(A), B, x))
 
 
 @pytest.mark.parametrize(
@@ -406,7 +347,7 @@ def test_triton_csr_bitmap_launchers_reject():
     A = sk.CSRMatrix.from_dense(random_sparse(6, 40, 0.5), bitmap=True)
     with pytest.raises(ValueError, match=r"sparsekern.csr_bitmap_mm: bitmap must have shape"):
         csr_bitmap_mm(A.crow_indices, A.col_indices, A.values, A.bitmap[:, :1], torch.randn(40, 3))
-    with pytest.raises(TypeError, match="sparsekern.csr_bitmap_mm: B and values must have the same dtype"):
+    with pytest.raises(TypeError, match="sparsekern.csr_bitmap_mm: values and B must have the same dtype"):
         csr_bitmap_mm(*components(A), torch.randn(40, 3).half())
     with pytest.raises(ValueError, match=r"sparsekern.csr_bitmap_linear: bias must have M = 6 entries"):
         csr_bitmap_linear(torch.randn(3, 40), *components(A), torch.randn(5))
@@ -462,26 +403,6 @@ def test_triton_csr_bitmap_mm_compiles_for_gpu(gpu_code, config):
 
 
 # ---------------------------------------------------------------------------------------------- CUDA
-
-
-@requires_cuda
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (7, 33, 1), (33, 7, 257), (257, 1000, 33), (1000, 257, 7),
-                                   (1000, 1000, 130)])
-@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0])
-def test_csr_bitmap_ops_cuda(dtype, M, K, N, sparsity, poison_cuda):
-    W = random_sparse(M, K, sparsity, dtype, "cuda")
-    A = sk.CSRMatrix.from_dense(W, bitmap=True, col_dtype=torch.int16)
-    B = torch.randn(K, N, device="cuda").to(dtype)
-    t = triton_tol_dtype(dtype)  # the bitmap ops called directly compute fp32 as TF32
-    assert_close(torch.ops.sparsekern.csr_bitmap_mm(*components(A), B), reference_mm(W, B), t, k=K)
-    assert_close(sk.ops.csr_mm(A, B), reference_mm(W, B), dtype, k=K)  # whichever kernel dispatch picks
-    x = torch.randn(N, K, device="cuda").to(dtype)
-    bias = torch.randn(M, device="cuda").to(dtype)
-    ref = x.double() @ W.double().T + bias.double()
-    assert_close(torch.ops.sparsekern.csr_bitmap_linear(x, *components(A), bias), ref, t, k=K)
-    assert_close(sk.ops.sparse_linear(x, A, bias), ref, dtype, k=K)
 
 
 @requires_cuda

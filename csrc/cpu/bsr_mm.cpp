@@ -37,7 +37,7 @@ void check_bsr_components(const char* op, const at::Tensor& crow, const at::Tens
                           int64_t M) {
   check_index_components(op, crow, col);
   SK_CHECK_TYPE(col.scalar_type() == crow.scalar_type(), op, "col_indices must have the dtype of crow_indices (",
-                crow.scalar_type(), "), got ", col.scalar_type());
+                dtype_name(crow.scalar_type()), "), got ", dtype_name(col.scalar_type()));
   check_dim(op, val, "values", 3);
   check_float(op, val, "values");
   check_same_device(op, crow, "crow_indices", val, "values");

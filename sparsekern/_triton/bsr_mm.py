@@ -20,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops.bsr_mm import check_op_args
+from .._constants import DECODE_MAX_N
+from ..ops.bsr_mm import check_bsr_linear, check_bsr_mm
 from . import configs
 from .tiles import finish_split_k, on_gpu, store_tile, time_candidate
 
@@ -84,7 +85,7 @@ def _bsr_mm_kernel(
 
 @functools.cache
 def _autotuner(decode: bool):
-    """The autotuned kernel of a regime (decode: N <= configs.BSR_MM_DECODE_N), built on first use: Triton 3.2
+    """The autotuned kernel of a regime (decode: N <= DECODE_MAX_N), built on first use: Triton 3.2
     looks up the GPU driver when an autotuner is defined, which fails on a machine without a GPU."""
     return triton.autotune(
         configs.bsr_mm_candidates(decode),
@@ -137,7 +138,7 @@ def _launch(crow, col, val, M, B, bias, out, config="auto"):
     # The kernel indexes these as contiguous (no-ops for a BSRMatrix); values and the dense operands go by strides.
     crow, col = crow.contiguous(), col.contiguous()
     bias = bias.contiguous() if bias is not None else None
-    tuner = _autotuner(N <= configs.BSR_MM_DECODE_N) if cfg is None else None
+    tuner = _autotuner(N <= DECODE_MAX_N) if cfg is None else None
     # Workspace for split-K partials: the config's split, or the largest split the autotuner may try.
     max_split = cfg["SPLIT_K"] if cfg is not None else max(c.kwargs["SPLIT_K"] for c in tuner.configs)
     ws = torch.empty((max_split, M, N), dtype=torch.float32, device=B.device) if max_split > 1 else out
@@ -169,13 +170,13 @@ def _launch(crow, col, val, M, B, bias, out, config="auto"):
 
 
 def bsr_mm(crow, col, val, M, B):
-    check_op_args("bsr_mm", crow, col, val, M, B, "B")
+    check_bsr_mm(crow, col, val, M, B)
     out = torch.empty((M, B.shape[1]), dtype=B.dtype, device=B.device)
     return _launch(crow, col, val, M, B, None, out)
 
 
 def bsr_linear(x, crow, col, val, M, bias):
-    check_op_args("bsr_linear", crow, col, val, M, x, "x", bias=bias, linear=True)
+    check_bsr_linear(x, crow, col, val, M, bias)
     out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
     _launch(crow, col, val, M, x.t(), bias, out.t())
     return out

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import triton
 
-from ..dispatch import BITMAP_DECODE_N
+from .._constants import DECODE_MAX_N
 
 # fp32 operands of tl.dot run on tensor cores as TF32 (10-bit mantissa, fp32 accumulation: relative error ~1e-3,
 # like torch.backends.cuda.matmul.allow_tf32 = True). Set to "ieee" for full fp32 products (no tensor cores,
@@ -38,9 +38,8 @@ def n_bucket(N: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- bsr_mm
 
-# Decode regime (N <= 16): one 16-column tile; the grid has only ceil(M / bm) programs, so stored blocks of a
-# block row are split over SPLIT_K programs (fp32 partials, summed after) to fill the GPU.
-BSR_MM_DECODE_N = 16
+# Decode regime (N <= DECODE_MAX_N): one 16-column tile; the grid has only ceil(M / bm) programs, so stored
+# blocks of a block row are split over SPLIT_K programs (fp32 partials, summed after) to fill the GPU.
 
 
 # Pipeline depths: for this loop (an index load feeding two tile loads) Triton 3.9 compiles num_stages 3 and 4 to
@@ -103,7 +102,7 @@ def bsr_mm_default(N: int, bm: int, fp32: bool = False) -> dict:
     an H100's 227 KiB: the launch failed), while 3.6 and 3.9 compile 2 and 3 stages to the same buffers (2 on
     sm_90, 1 on sm_80; checked by compiling ahead of time)."""
     stages = 2 if fp32 and bm >= 128 else 3
-    if N <= BSR_MM_DECODE_N:
+    if N <= DECODE_MAX_N:
         return {"BLOCK_N": 16, "SPLIT_K": 1, "num_warps": 4, "num_stages": stages}
     return {"BLOCK_N": 64 if bm <= 64 else 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": stages}
 
@@ -134,9 +133,8 @@ if os.environ.get("SPARSEKERN_BSR_MM_TUNED"):
 
 # ---------------------------------------------------------------------------------------------- csr_bitmap_mm
 
-# Decode regime (N <= 16): one 16-column tile, and ceil(M / BLOCK_M) row tiles split along K (SPLIT_K word
-# ranges, fp32 partials) so that an LLM layer (M ~ 4096) still gives every SM several programs.
-CSR_BITMAP_MM_DECODE_N = BITMAP_DECODE_N  # one threshold for the kernel and dispatch's cost model
+# Decode regime (N <= DECODE_MAX_N): one 16-column tile, and ceil(M / BLOCK_M) row tiles split along K (SPLIT_K
+# word ranges, fp32 partials) so that an LLM layer (M ~ 4096) still gives every SM several programs.
 
 
 def csr_bitmap_mm_candidates(decode: bool) -> list[triton.Config]:
@@ -172,6 +170,6 @@ def csr_bitmap_mm_prune(configs, named_args, **kwargs):
 
 def csr_bitmap_mm_default(N: int) -> dict:
     """The config used without autotuning (the interpreter, or configs.AUTOTUNE off)."""
-    if N <= CSR_BITMAP_MM_DECODE_N:
+    if N <= DECODE_MAX_N:
         return {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_K": 4, "num_warps": 4, "num_stages": 2}
     return {"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}

@@ -34,7 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops.csr_mm import check_op_args
+from .._constants import DECODE_MAX_N
+from ..ops.csr_bitmap_mm import check_csr_bitmap_linear, check_csr_bitmap_mm
 from . import configs
 from .tiles import finish_split_k, on_gpu, store_tile, time_candidate
 
@@ -136,7 +137,7 @@ def _csr_bitmap_mm_kernel(
 
 @functools.cache
 def _autotuner(decode: bool):
-    """The autotuned kernel of a regime (decode: N <= configs.CSR_BITMAP_MM_DECODE_N), built on first use: Triton
+    """The autotuned kernel of a regime (decode: N <= DECODE_MAX_N), built on first use: Triton
     3.2 looks up the GPU driver when an autotuner is defined, which fails on a machine without a GPU."""
     return triton.autotune(
         configs.csr_bitmap_mm_candidates(decode),
@@ -158,7 +159,7 @@ def _launch(crow, val, bitmap, B, bias, out, config="auto"):
     bias = bias.contiguous() if bias is not None else None
     if config == "auto":
         config = None if on_gpu(B.device) and configs.AUTOTUNE else configs.csr_bitmap_mm_default(N)
-    tuner = _autotuner(N <= configs.CSR_BITMAP_MM_DECODE_N) if config is None else None
+    tuner = _autotuner(N <= DECODE_MAX_N) if config is None else None
     max_split = config["SPLIT_K"] if config is not None else max(c.kwargs["SPLIT_K"] for c in tuner.configs)
     ws = torch.empty((max_split, M, N), dtype=torch.float32, device=B.device) if max_split > 1 else out
     args = (
@@ -187,15 +188,13 @@ def _launch(crow, val, bitmap, B, bias, out, config="auto"):
 
 
 def csr_bitmap_mm(crow, col, val, bitmap, B, config="auto"):
-    check_op_args("csr_bitmap_mm", crow, col, val, B, "B", B.shape[0] if B.dim() == 2 else 0, bitmap=bitmap)
+    check_csr_bitmap_mm(crow, col, val, bitmap, B)
     out = torch.empty((crow.numel() - 1, B.shape[1]), dtype=B.dtype, device=B.device)
     return _launch(crow, val, bitmap, B, None, out, config)
 
 
 def csr_bitmap_linear(x, crow, col, val, bitmap, bias, config="auto"):
-    op = "csr_bitmap_linear"
-    check_op_args(op, crow, col, val, x, "x", x.shape[1] if x.dim() == 2 else 0, bitmap=bitmap, bias=bias,
-                  linear=True)
+    check_csr_bitmap_linear(x, crow, col, val, bitmap, bias)
     M = crow.numel() - 1
     out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
     _launch(crow, val, bitmap, x.t(), bias, out.t(), config)

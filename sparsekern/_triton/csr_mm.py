@@ -22,10 +22,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .._constants import DECODE_MAX_N
 from ..formats.csr import COMPACT_COL_DTYPE
-from ..ops.csr_mm import check_op_args
-
-DECODE_MAX_N = 16
+from ..ops.csr_mm import check_csr_linear, check_csr_mm
 
 
 @triton.jit
@@ -142,14 +141,13 @@ def _launch(crow, col, val, B, bias, out, row_order):
 
 
 def csr_mm(crow, col, val, B, row_order=None):
-    check_op_args("csr_mm", crow, col, val, B, "B", B.shape[0] if B.dim() == 2 else 0, row_order=row_order)
+    check_csr_mm(crow, col, val, B, row_order)
     out = torch.empty((crow.numel() - 1, B.shape[1]), dtype=B.dtype, device=B.device)
     return _launch(crow, col, val, B, None, out, row_order)
 
 
 def csr_linear(x, crow, col, val, bias, row_order=None):
-    check_op_args("csr_linear", crow, col, val, x, "x", x.shape[1] if x.dim() == 2 else 0, row_order=row_order,
-                  bias=bias, linear=True)
+    check_csr_linear(x, crow, col, val, bias, row_order)
     M = crow.numel() - 1
     out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
     xt = x.t() if x.shape[0] <= DECODE_MAX_N else x.t().contiguous()

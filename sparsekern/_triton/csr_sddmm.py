@@ -9,8 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops.csr_mm import check_sddmm_args
 from ..formats.csr import COMPACT_COL_DTYPE
+from ..ops.csr_sddmm import check_csr_sddmm
 from .csr_mm import _load_cols
 
 
@@ -46,7 +46,7 @@ def _csr_sddmm_kernel(
 
 
 def csr_sddmm(crow, col, G, B):
-    check_sddmm_args("csr_sddmm", crow, col, G, B)
+    check_csr_sddmm(crow, col, G, B)
     M = crow.numel() - 1
     out = torch.empty(col.numel(), dtype=G.dtype, device=G.device)
     if M == 0 or col.numel() == 0:

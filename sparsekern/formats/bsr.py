@@ -40,15 +40,15 @@ def check_bsr(
     GPU): crow starts at 0, never decreases and ends at nblocks; every block column lies in [0, ⌈K/bk⌉)."""
     M, K = shape
     check_index_components(where, crow, col)
-    check_tensor(where, val, "values")
-    check_dim(where, val, "values", 3)
     if col.dtype != crow.dtype:
         fail(where, TypeError, f"col_indices must have the dtype of crow_indices ({crow.dtype}), got {col.dtype}")
+    check_tensor(where, val, "values")
+    check_dim(where, val, "values", 3)
     check_float(where, val, "values")
     check_same_device(where, crow, "crow_indices", val, "values")
     bm, bk = val.shape[1], val.shape[2]
     require(bm >= 1 and bk >= 1, where, ValueError,
-            lambda: f"values must be (nblocks, bm, bk) with bm, bk >= 1, got shape {tuple(val.shape)}")
+            lambda: f"values must be (nblocks, bm, bk) with bm, bk >= 1, got shape {list(val.shape)}")
     require(M >= 0, where, ValueError, lambda: f"M must be >= 0, got {M}")
     MB, KB = cdiv(M, bm), cdiv(K, bk)
     require(crow.shape[0] == MB + 1, where, ValueError,

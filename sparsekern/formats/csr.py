@@ -16,12 +16,12 @@ from .._checks import (
     fail,
     require,
 )
+from .._constants import BITMAP_WORD_BITS, COMPACT_MAX_K
 from .base import SparseMatrix
 
 # Compact column indices: int16 tensors holding the 16-bit pattern of a column in [0, 65535] (torch has no
 # usable uint16), read as unsigned everywhere (`col & 0xFFFF`). They halve the index bytes a kernel streams.
 COMPACT_COL_DTYPE = torch.int16
-COMPACT_MAX_K = 1 << 16
 
 
 def col_as_long(col: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,6 @@ def row_order_of(crow: torch.Tensor) -> torch.Tensor:
 
 # Bitmap of the stored columns (the index the bitmap kernels read): one 32-bit word per (row, 32 columns), bit b of
 # word w set where column 32 w + b is stored. int32 words: bit 31 is the sign bit, read as unsigned by kernels.
-BITMAP_WORD_BITS = 32
 
 
 def bitmap_words(K: int) -> int:
@@ -87,7 +86,7 @@ def check_bitmap(where: str, bitmap: torch.Tensor, crow: torch.Tensor, col: torc
     if bitmap.dtype != torch.int32:
         fail(where, TypeError, f"bitmap must be int32, got {bitmap.dtype}")
     require(bitmap.dim() == 2 and bitmap.shape[0] == M and bitmap.shape[1] == bitmap_words(K), where, ValueError,
-            lambda: f"bitmap must have shape (M, ceil(K / 32)) = ({M}, {bitmap_words(K)}), got {tuple(bitmap.shape)}")
+            lambda: f"bitmap must have shape (M, ceil(K / 32)) = ({M}, {bitmap_words(K)}), got {list(bitmap.shape)}")
     check_same_device(where, crow, "crow_indices", bitmap, "bitmap")
     if contents:
         if not torch.equal(bitmap, bitmap_of(where, crow, col, K)):

@@ -4,7 +4,7 @@ sparse tensor cores (`mma.sp::ordered_metadata ... m16n8k32`, fp16/bf16) consume
 Storage (all plain tensors)
 ---------------------------
 values    (M, Kp/2), row-major, in the matrix dtype: the 2 kept entries of every 4-wide group, ascending by
-          column. Kp = K rounded up to K_TILE (64, the CUDA kernel's K step), so K is never ragged inside a
+          column. Kp = K rounded up to SEMI24_K_TILE (64, the CUDA kernel's K step), so K is never ragged inside a
           kernel; the padding columns hold zeros and are invisible (shape, to_dense, ops see K).
 metadata  (ceil(M/32), Kp/32, 32) int32: 2-bit column indices, already in mma.sp register order. One group of 4
           gets one nibble idx0 | idx1 << 2 (idx0 < idx1, a valid *ordered* pair even where the group holds
@@ -53,16 +53,15 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_dim, check_float, check_has_values, check_same_device, check_shape, check_tensor, fail, require
+from .._constants import SEMI24_K_TILE, SEMI24_M_BLOCK
 from .base import SparseMatrix
 
-K_TILE = 64  # padding granularity of K (the CUDA kernel's K step)
-M_BLOCK = 32  # rows per metadata block
 EMPTY_NIBBLE = 0b1110  # (idx0, idx1) = (2, 3): the encoding of a group without nonzeros
 VALID_NIBBLES = (0b0100, 0b1000, 0b1001, 0b1100, 0b1101, 0b1110)  # ordered pairs idx0 < idx1
 
 
 def padded_k(K: int) -> int:
-    return -(-K // K_TILE) * K_TILE
+    return -(-K // SEMI24_K_TILE) * SEMI24_K_TILE
 
 
 def _shifts(device) -> torch.Tensor:
@@ -73,8 +72,8 @@ def _shifts(device) -> torch.Tensor:
 def pack_metadata(nibbles: torch.Tensor) -> torch.Tensor:
     """(M, Kp/4) nibbles, one per 4-wide group -> (ceil(M/32), Kp/32, 32) int32 in mma.sp register order."""
     M, G = nibbles.shape
-    MB, KB = -(-M // M_BLOCK), G // 8
-    nib = torch.full((MB * M_BLOCK, G), EMPTY_NIBBLE, dtype=torch.int64, device=nibbles.device)
+    MB, KB = -(-M // SEMI24_M_BLOCK), G // 8
+    nib = torch.full((MB * SEMI24_M_BLOCK, G), EMPTY_NIBBLE, dtype=torch.int64, device=nibbles.device)
     nib[:M] = nibbles
     # row = 32mb + 16tile + 8hi + g, group = 8kb + 4half + j
     nib = nib.view(MB, 2, 2, 8, KB, 2, 4)  # mb, tile, hi, g, kb, half, j
@@ -91,7 +90,7 @@ def unpack_metadata(metadata: torch.Tensor, M: int) -> torch.Tensor:
     words = metadata.to(torch.int64).view(MB, KB, 8, 2, 2, 1, 1)  # mb, kb, g, tile, half, (hi, j)
     nib = (words >> _shifts(metadata.device)) & 0xF  # mb, kb, g, tile, half, hi, j
     nib = nib.permute(0, 3, 5, 2, 1, 4, 6)  # mb, tile, hi, g, kb, half, j
-    return nib.reshape(MB * M_BLOCK, KB * 8)[:M]
+    return nib.reshape(MB * SEMI24_M_BLOCK, KB * 8)[:M]
 
 
 def encode_groups(W: torch.Tensor):
@@ -133,17 +132,18 @@ def check_semi24(where: str, values: torch.Tensor, metadata: torch.Tensor, shape
     if metadata.dtype != torch.int32:
         fail(where, TypeError, f"metadata must be int32, got {metadata.dtype}")
     check_same_device(where, values, "values", metadata, "metadata")
-    require(values.shape[0] == M and values.shape[1] * 2 == Kp, where, ValueError,
-            lambda: f"values must have shape (M, padded K / 2) = {(M, Kp // 2)}, got {tuple(values.shape)}")
-    mshape = (-(-M // M_BLOCK), Kp // 32, 32)
+    require(values.shape[1] * 2 == Kp, where, ValueError,
+            lambda: f"values must have padded K / 2 = {Kp // 2} columns for K = {K}, got shape {list(values.shape)}")
+    require(values.shape[0] == M, where, ValueError, lambda: f"values must have M = {M} rows, got {values.shape[0]}")
+    mshape = (-(-M // SEMI24_M_BLOCK), Kp // 32, 32)
     require(metadata.dim() == 3 and metadata.shape[0] == mshape[0] and metadata.shape[1] == mshape[1]
             and metadata.shape[2] == 32, where, ValueError,
-            lambda: f"metadata must have shape {mshape}, got {tuple(metadata.shape)}")
+            lambda: f"metadata must have shape {mshape}, got {list(metadata.shape)}")
     if not contents or M == 0:
         return
     # All rows of the last 32-row block, not only those below M: the CUDA kernels feed the whole block's E words
     # to mma.sp, where an unordered nibble (e.g. 0b0000 from zero-padded metadata) is undefined behaviour.
-    nib = unpack_metadata(metadata, metadata.shape[0] * M_BLOCK)
+    nib = unpack_metadata(metadata, metadata.shape[0] * SEMI24_M_BLOCK)
     bad = ~torch.isin(nib, torch.tensor(VALID_NIBBLES, device=nib.device))
     if bool(bad.any()):
         r, q = (int(i) for i in bad.nonzero()[0])

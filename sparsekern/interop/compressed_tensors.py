@@ -39,9 +39,10 @@ import torch
 from torch import nn
 
 from .._checks import fail, index_dtype_for
+from .._constants import SEMI24_M_BLOCK
 from ..formats import BSRMatrix, CSRMatrix, Semi24Matrix
 from ..formats.csr import COMPACT_COL_DTYPE, COMPACT_MAX_K, bitmap_of, bitmap_words, cols_to
-from ..formats.semi24 import EMPTY_NIBBLE, M_BLOCK, pack_metadata, padded_k, unpack_metadata
+from ..formats.semi24 import EMPTY_NIBBLE, pack_metadata, padded_k, unpack_metadata
 
 SPARSE_FORMATS = ("sparse-bitmask", "sparse-24-bitmask")
 # The compressed-tensors release whose writers this module follows (and whose files the tests were built from).
@@ -258,7 +259,7 @@ def semi24_from_bitmask(where: str, compressed: torch.Tensor, bitmask: torch.Ten
     M, K = shape
     G, Kp = K // 4, padded_k(K)
     metas = []
-    R = _row_block(K, M_BLOCK)
+    R = _row_block(K, SEMI24_M_BLOCK)
     for r0 in range(0, M, R):
         r1 = min(M, r0 + R)
         b = bitmask[r0:r1].to(torch.int64)

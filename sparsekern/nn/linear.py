@@ -70,10 +70,9 @@ class SparseLinear(SparseWeight):
         if self._format == "dense":
             return "F.linear"
         if self._format == "csr":
-            from ..dispatch import use_bitmap_kernel
+            from ..ops.csr_mm import csr_op
 
-            A = self.matrix()
-            return "csr_bitmap_linear" if use_bitmap_kernel(A, n_tokens, A.device) else "csr_linear"
+            return csr_op(self.matrix(), n_tokens, linear=True)
         return {"bsr": "bsr_linear", "2:4": "semi24_linear"}[self._format]
 
     def to_dense_module(self) -> nn.Linear:

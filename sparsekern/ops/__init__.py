@@ -1,5 +1,15 @@
-"""Typed entry points over `torch.ops.sparsekern.*`. Each format's module registers its fake kernels, autograd
-and GPU fallback on import, and its Linear-orientation kernel in `_registry.LINEAR`."""
+"""Typed entry points over `torch.ops.sparsekern.*`, one module per op family, each declaring its ops' argument
+checks, fake kernels, autograd and GPU backend at import (`_registry.register`) and its format's Linear-orientation
+kernel in `_registry.LINEAR`. An op `<family>_linear` lives with `<family>_mm`, its other orientation:
+
+    csr_mm, csr_linear                  csr_mm.py         (C++ CPU, CUDA or Triton)
+    csr_bitmap_mm, csr_bitmap_linear    csr_bitmap_mm.py  (C++ CPU, Triton)
+    csr_sddmm                           csr_sddmm.py      (C++ CPU, CUDA or Triton; the CSR ops' backward)
+    bsr_mm, bsr_linear                  bsr_mm.py         (C++ CPU, Triton)
+    semi24_mm, semi24_linear            semi24_mm.py      (C++ CPU, CUDA)
+    csr_conv2d                          csr_conv2d.py     (C++ CPU)
+
+Which of them computes a given call, and on which backend, is sparsekern.explain's to say."""
 
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ import torch
 from .._C_loader import require_C
 from .._checks import check_same, check_tensor, fail
 from ._registry import LINEAR
+from . import csr_bitmap_mm as _csr_bitmap_mm, csr_sddmm as _csr_sddmm  # noqa: F401  (registration only)
 from .bsr_mm import bsr_mm
 from .csr_conv2d import csr_conv2d
 from .csr_mm import csr_mm

@@ -1,4 +1,6 @@
-"""bsr_mm / bsr_linear: fake kernels, autograd, GPU implementation (Triton), and the typed entry points.
+"""bsr_mm and bsr_linear (A (M, K) in BSR times a dense operand, in the two orientations): their argument checks,
+fake kernels, autograd and GPU backend (Triton), and the typed entry point `sk.ops.bsr_mm` (plus the BSRMatrix hook
+of sk.ops.sparse_linear).
 
 Differentiable: the dense operand (B, or x in the Linear orientation), the bias, and the stored blocks (dL/dA
 restricted to the stored blocks, so pruned blocks stay pruned). Indices are not differentiable. The gradient
@@ -8,27 +10,33 @@ of the values is a block SDDMM done with batched dense products over chunks of b
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 
-from .._C_loader import _C
 from .._checks import cdiv, check_dense, check_linear_bias
 from ..formats.bsr import BSRMatrix, bsr_transpose, check_bsr
-from ._registry import LINEAR, check_mm_args, register_gpu_fallback
+from ._registry import LINEAR, check_mm_args, register
 
 # Elements of G and B gathered per chunk by the values gradient (bounds its temporary memory to ~64 MiB fp32).
 _SDDMM_CHUNK_ELEMENTS = 1 << 24
 
 
-def check_op_args(op: str, crow, col, val, M, dense, name: str, bias=None, linear: bool = False) -> None:
-    """What every BSR op checks before it runs (without reading index contents): the fake kernels call it; the
-    C++ kernels make the same checks with the same words."""
+def check_bsr_args(op: str, crow, col, val, M, dense, name: str, bias=None, linear: bool = False) -> None:
+    """What every BSR op checks before it runs, without reading index contents, in the order and words of
+    csrc/cpu/bsr_mm.cpp: the dense operand (B (K, N), or x (T, K) with `linear`), the components, the bias. The
+    fake kernels and the Triton launchers call it through the per-op checks below."""
     where = f"sparsekern.{op}"
     check_dense(where, dense, name, val)
     check_bsr(where, crow, col, val, (M, dense.shape[1] if linear else dense.shape[0]), contents=False)
     if linear:
         check_linear_bias(where, bias, val, M)
+
+
+def check_bsr_mm(crow, col, val, M, B) -> None:
+    check_bsr_args("bsr_mm", crow, col, val, M, B, "B")
+
+
+def check_bsr_linear(x, crow, col, val, M, bias) -> None:
+    check_bsr_args("bsr_linear", crow, col, val, M, x, "x", bias=bias, linear=True)
 
 
 def _bsr_values_grad(crow, col, G, B, blocksize) -> torch.Tensor:
@@ -51,59 +59,46 @@ def _bsr_values_grad(crow, col, G, B, blocksize) -> torch.Tensor:
     return torch.cat(parts) if parts else G.new_zeros((0, bm, bk))
 
 
-if _C is not None:
+def _bsr_mm_fake(crow, col, val, M, B):
+    check_bsr_mm(crow, col, val, M, B)
+    return B.new_empty((M, B.shape[1]))
 
-    @torch.library.register_fake("sparsekern::bsr_mm")
-    def _bsr_mm_fake(crow, col, val, M, B):
-        check_op_args("bsr_mm", crow, col, val, M, B, "B")
-        return B.new_empty((M, B.shape[1]))
 
-    @torch.library.register_fake("sparsekern::bsr_linear")
-    def _bsr_linear_fake(x, crow, col, val, M, bias):
-        check_op_args("bsr_linear", crow, col, val, M, x, "x", bias=bias, linear=True)
-        return x.new_empty((x.shape[0], M))
+def _bsr_linear_fake(x, crow, col, val, M, bias):
+    check_bsr_linear(x, crow, col, val, M, bias)
+    return x.new_empty((x.shape[0], M))
 
-    def _bsr_mm_setup(ctx, inputs, output):
-        crow, col, val, M, B = inputs
-        ctx.save_for_backward(crow, col, val, B)
 
-    def _bsr_mm_backward(ctx, grad):
-        crow, col, val, B = ctx.saved_tensors
-        grad_val = grad_B = None
-        bm, bk = val.shape[1], val.shape[2]
-        if ctx.needs_input_grad[2]:
-            grad_val = _bsr_values_grad(crow, col, grad, B, (bm, bk))
-        if ctx.needs_input_grad[4]:
-            K = B.shape[0]
-            t_crow, t_col, t_val = bsr_transpose(crow, col, val, cdiv(K, bk))
-            grad_B = torch.ops.sparsekern.bsr_mm(t_crow, t_col, t_val, K, grad)
-        return None, None, grad_val, None, grad_B
+def _bsr_mm_backward(grad, need, crow, col, val, B):
+    grads = {}
+    bm, bk = val.shape[1], val.shape[2]
+    if need["val"]:
+        grads["val"] = _bsr_values_grad(crow, col, grad, B, (bm, bk))
+    if need["B"]:
+        K = B.shape[0]
+        t_crow, t_col, t_val = bsr_transpose(crow, col, val, cdiv(K, bk))
+        grads["B"] = torch.ops.sparsekern.bsr_mm(t_crow, t_col, t_val, K, grad)
+    return grads
 
-    def _bsr_linear_setup(ctx, inputs, output):
-        x, crow, col, val, M, bias = inputs
-        ctx.save_for_backward(x, crow, col, val)
 
-    def _bsr_linear_backward(ctx, grad):
-        x, crow, col, val = ctx.saved_tensors
-        grad_x = grad_val = grad_bias = None
-        bm, bk = val.shape[1], val.shape[2]
-        if ctx.needs_input_grad[0]:
-            # dx = grad @ A = grad @ (Aᵀ)ᵀ: bsr_linear with the transpose's components.
-            K = x.shape[1]
-            t_crow, t_col, t_val = bsr_transpose(crow, col, val, cdiv(K, bk))
-            grad_x = torch.ops.sparsekern.bsr_linear(grad, t_crow, t_col, t_val, K, None)
-        if ctx.needs_input_grad[3]:
-            grad_val = _bsr_values_grad(crow, col, grad.t(), x.t(), (bm, bk))
-        if ctx.needs_input_grad[5]:
-            grad_bias = grad.sum(0)
-        return grad_x, None, None, grad_val, None, grad_bias
+def _bsr_linear_backward(grad, need, x, crow, col, val):
+    grads = {}
+    bm, bk = val.shape[1], val.shape[2]
+    if need["x"]:
+        # dx = grad @ A = grad @ (Aᵀ)ᵀ: bsr_linear with the transpose's components.
+        K = x.shape[1]
+        t_crow, t_col, t_val = bsr_transpose(crow, col, val, cdiv(K, bk))
+        grads["x"] = torch.ops.sparsekern.bsr_linear(grad, t_crow, t_col, t_val, K, None)
+    if need["val"]:
+        grads["val"] = _bsr_values_grad(crow, col, grad.t(), x.t(), (bm, bk))
+    if need["bias"]:
+        grads["bias"] = grad.sum(0)
+    return grads
 
-    torch.library.register_autograd("sparsekern::bsr_mm", _bsr_mm_backward, setup_context=_bsr_mm_setup)
-    torch.library.register_autograd("sparsekern::bsr_linear", _bsr_linear_backward, setup_context=_bsr_linear_setup)
 
-    for _op in ("bsr_mm", "bsr_linear"):
-        # The launcher of the same name in _triton/bsr_mm.py, imported on first GPU call.
-        register_gpu_fallback(_op, lambda op=_op: getattr(importlib.import_module("sparsekern._triton.bsr_mm"), op))
+register("bsr_mm", fake=_bsr_mm_fake, backward=_bsr_mm_backward, save=("crow", "col", "val", "B"), triton="bsr_mm")
+register("bsr_linear", fake=_bsr_linear_fake, backward=_bsr_linear_backward, save=("x", "crow", "col", "val"),
+         triton="bsr_mm")
 
 
 def bsr_mm(A: BSRMatrix, B: torch.Tensor, *, validate: bool = False) -> torch.Tensor:
@@ -122,10 +117,7 @@ def _bsr_linear(x2d: torch.Tensor, A: BSRMatrix, bias: torch.Tensor | None) -> t
     return torch.ops.sparsekern.bsr_linear(x2d, A.crow_indices, A.col_indices, A.values, A.shape[0], bias)
 
 
-def _bsr_check(A: BSRMatrix) -> None:
-    check_bsr("sparsekern.sparse_linear", A.crow_indices, A.col_indices, A.values, A.shape)
-
-
-LINEAR[BSRMatrix] = (_bsr_linear, _bsr_check)
+LINEAR[BSRMatrix] = (
+    _bsr_linear, lambda A: check_bsr("sparsekern.sparse_linear", A.crow_indices, A.col_indices, A.values, A.shape))
 
 __all__ = ["bsr_mm"]

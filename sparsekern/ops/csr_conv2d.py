@@ -1,6 +1,6 @@
 """csr_conv2d: nn.Conv2d's computation with its (out_channels, in_channels/groups * kh * kw) weight in CSR, run as
-an implicit GEMM over the input (no unfold copy; see csrc/cpu/csr_conv2d.cpp). Fake kernel, autograd, and the
-typed entry point.
+an implicit GEMM over the input (no unfold copy; see csrc/cpu/csr_conv2d.cpp). Its argument checks, fake kernel,
+autograd and GPU backend (none), and the typed entry point `sk.ops.csr_conv2d`.
 
 Differentiable w.r.t. the input, the stored values (restricted to the pattern: pruned weights stay pruned) and the
 bias. The backward runs ATen's convolution_backward on the materialised weight and gathers the weight gradient at
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from .._C_loader import _C, require_C
-from .._checks import check_dim, check_same, fail
-from ..formats.csr import CSRMatrix, _rows_of, col_as_long
+from .._C_loader import require_C
+from .._checks import check_dim, check_float, check_linear_bias, check_same, check_tensor, fail, require
+from ..formats.csr import CSRMatrix, _rows_of, check_csr, col_as_long
+from ._registry import register
 
 
 def conv_padding(where: str, padding, kernel_size, dilation) -> tuple[int, int, int, int]:
@@ -47,47 +48,64 @@ def wants_channels_last(x: torch.Tensor) -> bool:
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-if _C is not None:
+def check_csr_conv2d(x, crow, col, val, bias, kernel_size, stride, padding, dilation, groups) -> None:
+    """What csr_conv2d checks before it runs, without reading index contents, in the order and words of
+    csrc/cpu/csr_conv2d.cpp (the fake kernel calls it)."""
+    where = "sparsekern.csr_conv2d"
+    M = crow.shape[0] - 1 if isinstance(crow, torch.Tensor) and crow.dim() == 1 else 0
+    check_csr(where, crow, col, val, (M, 0), contents=False)
+    check_tensor(where, x, "x")
+    check_dim(where, x, "x", 4)
+    check_float(where, x, "x")
+    check_same(where, val, "values", x, "x")
+    if not (len(kernel_size) == 2 and len(stride) == 2 and len(dilation) == 2 and len(padding) == 4):
+        fail(where, ValueError, "kernel_size, stride and dilation take 2 ints, padding 4 (top, bottom, left, right)")
+    if min(*kernel_size, *stride, *dilation) < 1:
+        fail(where, ValueError, f"kernel_size, stride and dilation must be >= 1, got {list(kernel_size)}, "
+                                f"{list(stride)}, {list(dilation)}")
+    if min(padding) < 0:
+        fail(where, ValueError, f"padding must be >= 0, got {list(padding)}")
+    C = x.shape[1]
+    require(groups >= 1 and C % groups == 0 and M % groups == 0, where, ValueError,
+            lambda: f"groups = {groups} must divide the input channels ({C}) and the output channels ({M})")
+    Hp, Wp = x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3]
+    kh, kw = dilation[0] * (kernel_size[0] - 1) + 1, dilation[1] * (kernel_size[1] - 1) + 1
+    require(Hp >= kh and Wp >= kw, where, ValueError,
+            lambda: f"the padded input ({Hp}, {Wp}) is smaller than the dilated kernel ({kh}, {kw})")
+    check_linear_bias(where, bias, val, M)
 
-    @torch.library.register_fake("sparsekern::csr_conv2d")
-    def _csr_conv2d_fake(x, crow, col, val, bias, kernel_size, stride, padding, dilation, groups, channels_last):
-        op = "sparsekern.csr_conv2d"
-        torch._check(x.dim() == 4, lambda: f"{op}: x must be 4-D (N, C, H, W)")
-        torch._check(x.dtype == val.dtype, lambda: f"{op}: x and values must have the same dtype")
-        torch._check(crow.dim() == 1 and col.dim() == 1 and val.dim() == 1, lambda: f"{op}: components must be 1-D")
-        torch._check(col.shape[0] == val.shape[0], lambda: f"{op}: col_indices and values differ in length")
-        M = crow.shape[0] - 1
-        torch._check(x.shape[1] % groups == 0 and M % groups == 0, lambda: f"{op}: groups must divide the channels")
-        if bias is not None:
-            torch._check(bias.dim() == 1 and bias.shape[0] == M, lambda: f"{op}: bias must be (M,)")
-        Ho = out_size(x.shape[2], padding[0], padding[1], kernel_size[0], stride[0], dilation[0])
-        Wo = out_size(x.shape[3], padding[2], padding[3], kernel_size[1], stride[1], dilation[1])
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        return torch.empty((x.shape[0], M, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=fmt)
 
-    def _setup(ctx, inputs, output):
-        x, crow, col, val, bias, kernel_size, stride, padding, dilation, groups, _ = inputs
-        ctx.save_for_backward(x, crow, col, val)
-        ctx.conv = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), groups)
+def _csr_conv2d_fake(x, crow, col, val, bias, kernel_size, stride, padding, dilation, groups, channels_last):
+    check_csr_conv2d(x, crow, col, val, bias, kernel_size, stride, padding, dilation, groups)
+    Ho = out_size(x.shape[2], padding[0], padding[1], kernel_size[0], stride[0], dilation[0])
+    Wo = out_size(x.shape[3], padding[2], padding[3], kernel_size[1], stride[1], dilation[1])
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty((x.shape[0], crow.shape[0] - 1, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=fmt)
 
-    def _backward(ctx, grad):
-        x, crow, col, val = ctx.saved_tensors
-        (kh, kw), stride, (pt, pb, pl, pr), dilation, groups = ctx.conv
-        need_x, need_val, need_bias = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
-        M, nnz = crow.shape[0] - 1, col.shape[0]
-        cig = x.shape[1] // groups
-        rows, cols = _rows_of(crow, nnz), col_as_long(col)
-        W = val.new_zeros(M, cig * kh * kw).index_put_((rows, cols), val, accumulate=True)
-        xp = torch.nn.functional.pad(x, (pl, pr, pt, pb))
-        gx, gw, _ = torch.ops.aten.convolution_backward(
-            grad, xp, W.view(M, cig, kh, kw), None, list(stride), [0, 0], list(dilation), False, [0, 0], groups,
-            [need_x, need_val, False])
-        grad_x = gx[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]] if need_x else None
-        grad_val = gw.reshape(M, -1)[rows, cols] if need_val else None
-        grad_bias = grad.sum((0, 2, 3)) if need_bias else None
-        return grad_x, None, None, grad_val, grad_bias, None, None, None, None, None, None
 
-    torch.library.register_autograd("sparsekern::csr_conv2d", _backward, setup_context=_setup)
+def _csr_conv2d_backward(grad, need, x, crow, col, val, kernel_size, stride, padding, dilation, groups):
+    (kh, kw), (pt, pb, pl, pr) = kernel_size, padding
+    M, nnz = crow.shape[0] - 1, col.shape[0]
+    cig = x.shape[1] // groups
+    rows, cols = _rows_of(crow, nnz), col_as_long(col)
+    W = val.new_zeros(M, cig * kh * kw).index_put_((rows, cols), val, accumulate=True)
+    xp = torch.nn.functional.pad(x, (pl, pr, pt, pb))
+    gx, gw, _ = torch.ops.aten.convolution_backward(
+        grad, xp, W.view(M, cig, kh, kw), None, list(stride), [0, 0], list(dilation), False, [0, 0], groups,
+        [need["x"], need["val"], False])
+    grads = {}
+    if need["x"]:
+        grads["x"] = gx[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]]
+    if need["val"]:
+        grads["val"] = gw.reshape(M, -1)[rows, cols]
+    if need["bias"]:
+        grads["bias"] = grad.sum((0, 2, 3))
+    return grads
+
+
+# No GPU kernel: a CUDA call raises a clear error (nn.SparseConv2d runs a CSR layer on GPU as unfold + csr_linear).
+register("csr_conv2d", fake=_csr_conv2d_fake, backward=_csr_conv2d_backward,
+         save=("x", "crow", "col", "val", "kernel_size", "stride", "padding", "dilation", "groups"))
 
 
 def csr_conv2d(x: torch.Tensor, A: CSRMatrix, bias: torch.Tensor | None = None, *, kernel_size, stride=1,

@@ -1,4 +1,6 @@
-"""semi24_mm / semi24_linear: fake kernels, autograd, the CUDA-less error path, and the typed entry points.
+"""semi24_mm and semi24_linear (A (M, K) in 2:4 times a dense operand, in the two orientations): their argument
+checks, fake kernels, autograd and GPU backend, and the typed entry point `sk.ops.semi24_mm` (plus the
+Semi24Matrix hook of sk.ops.sparse_linear).
 
 Backends: the C++ CPU kernel, and the CUDA kernel (csrc/cuda/semi24_mm.cu: sparse tensor cores for fp16/bf16, a
 plain SIMT kernel for fp32). No Triton fallback exists (Triton has no 2:4 instruction), so a build without CUDA
@@ -15,15 +17,15 @@ from __future__ import annotations
 
 import torch
 
-from .._C_loader import _C, has_kernel
 from .._checks import check_dense, check_dim, check_linear_bias, check_tensor
 from ..formats.semi24 import Semi24Matrix, check_semi24, decode_groups, unpack_metadata
-from ._registry import GPU_BACKEND, LINEAR, check_mm_args
+from ._registry import LINEAR, check_mm_args, register
 
 
-def check_op_args(op: str, values, metadata, dense, name: str, bias=None, linear: bool = False) -> None:
-    """What every 2:4 op checks before it runs (without reading the metadata): the fake kernels call it; the
-    C++ kernels make the same checks with the same words (csrc/semi24_checks.h)."""
+def check_semi24_args(op: str, values, metadata, dense, name: str, bias=None, linear: bool = False) -> None:
+    """What every 2:4 op checks before it runs, without reading the metadata, in the order and words of
+    csrc/semi24_checks.h: the dense operand (B (K, N), or x (T, K) with `linear`), the values and metadata, the
+    bias. The fake kernels call it through the per-op checks below."""
     where = f"sparsekern.{op}"
     check_dense(where, dense, name, values)
     check_tensor(where, values, "values")
@@ -32,6 +34,14 @@ def check_op_args(op: str, values, metadata, dense, name: str, bias=None, linear
                  contents=False)
     if linear:
         check_linear_bias(where, bias, values, values.shape[0])
+
+
+def check_semi24_mm(values, metadata, B) -> None:
+    check_semi24_args("semi24_mm", values, metadata, B, "B")
+
+
+def check_semi24_linear(x, values, metadata, bias) -> None:
+    check_semi24_args("semi24_linear", values, metadata, x, "x", bias=bias, linear=True)
 
 
 def _dense_weight(values: torch.Tensor, metadata: torch.Tensor, K: int) -> torch.Tensor:
@@ -55,66 +65,40 @@ def _values_grad(G: torch.Tensor, values: torch.Tensor, metadata: torch.Tensor) 
     return torch.where(values != 0, grad, 0)
 
 
-if _C is not None:
+def _semi24_mm_fake(values, metadata, B):
+    check_semi24_mm(values, metadata, B)
+    return B.new_empty((values.shape[0], B.shape[1]))
 
-    @torch.library.register_fake("sparsekern::semi24_mm")
-    def _semi24_mm_fake(values, metadata, B):
-        check_op_args("semi24_mm", values, metadata, B, "B")
-        return B.new_empty((values.shape[0], B.shape[1]))
 
-    @torch.library.register_fake("sparsekern::semi24_linear")
-    def _semi24_linear_fake(x, values, metadata, bias):
-        check_op_args("semi24_linear", values, metadata, x, "x", bias=bias, linear=True)
-        return x.new_empty((x.shape[0], values.shape[0]))
+def _semi24_linear_fake(x, values, metadata, bias):
+    check_semi24_linear(x, values, metadata, bias)
+    return x.new_empty((x.shape[0], values.shape[0]))
 
-    def _semi24_mm_setup(ctx, inputs, output):
-        values, metadata, B = inputs
-        ctx.save_for_backward(values, metadata, B)
 
-    def _semi24_mm_backward(ctx, grad):
-        values, metadata, B = ctx.saved_tensors
-        grad_values = grad_B = None
-        if ctx.needs_input_grad[0]:
-            grad_values = _values_grad(grad @ B.t(), values, metadata)
-        if ctx.needs_input_grad[2]:
-            grad_B = _dense_weight(values, metadata, B.shape[0]).t() @ grad
-        return grad_values, None, grad_B
+def _semi24_mm_backward(grad, need, values, metadata, B):
+    grads = {}
+    if need["values"]:
+        grads["values"] = _values_grad(grad @ B.t(), values, metadata)
+    if need["B"]:
+        grads["B"] = _dense_weight(values, metadata, B.shape[0]).t() @ grad
+    return grads
 
-    def _semi24_linear_setup(ctx, inputs, output):
-        x, values, metadata, bias = inputs
-        ctx.save_for_backward(x, values, metadata)
 
-    def _semi24_linear_backward(ctx, grad):
-        x, values, metadata = ctx.saved_tensors
-        grad_x = grad_values = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad @ _dense_weight(values, metadata, x.shape[1])
-        if ctx.needs_input_grad[1]:
-            grad_values = _values_grad(grad.t() @ x, values, metadata)
-        if ctx.needs_input_grad[3]:
-            grad_bias = grad.sum(0)
-        return grad_x, grad_values, None, grad_bias
+def _semi24_linear_backward(grad, need, x, values, metadata):
+    grads = {}
+    if need["x"]:
+        grads["x"] = grad @ _dense_weight(values, metadata, x.shape[1])
+    if need["values"]:
+        grads["values"] = _values_grad(grad.t() @ x, values, metadata)
+    if need["bias"]:
+        grads["bias"] = grad.sum(0)
+    return grads
 
-    torch.library.register_autograd("sparsekern::semi24_mm", _semi24_mm_backward, setup_context=_semi24_mm_setup)
-    torch.library.register_autograd(
-        "sparsekern::semi24_linear", _semi24_linear_backward, setup_context=_semi24_linear_setup
-    )
 
-    def _no_cuda_kernel(op: str):
-        def impl(*args):
-            raise RuntimeError(
-                f"sparsekern.{op}: this build of sparsekern has no CUDA kernels (2:4 has no Triton fallback); "
-                "rebuild on a machine with nvcc and a CUDA build of torch, or move the operands to the CPU"
-            )
-
-        return impl
-
-    for _op in ("semi24_mm", "semi24_linear"):
-        if has_kernel(_op, "CUDA"):
-            GPU_BACKEND[_op] = "cuda"
-        else:
-            GPU_BACKEND[_op] = "none"
-            torch.library.register_kernel(f"sparsekern::{_op}", "cuda", _no_cuda_kernel(_op))
+# No Triton fallback (Triton has no 2:4 instruction): a build without CUDA kernels raises on CUDA tensors.
+register("semi24_mm", fake=_semi24_mm_fake, backward=_semi24_mm_backward, save=("values", "metadata", "B"))
+register("semi24_linear", fake=_semi24_linear_fake, backward=_semi24_linear_backward,
+         save=("x", "values", "metadata"))
 
 
 def semi24_mm(A: Semi24Matrix, B: torch.Tensor, *, validate: bool = False) -> torch.Tensor:
@@ -132,10 +116,7 @@ def _semi24_linear(x2d: torch.Tensor, A: Semi24Matrix, bias: torch.Tensor | None
     return torch.ops.sparsekern.semi24_linear(x2d, A.values, A.metadata, bias)
 
 
-def _semi24_check(A: Semi24Matrix) -> None:
-    check_semi24("sparsekern.sparse_linear", A.values, A.metadata, A.shape)
-
-
-LINEAR[Semi24Matrix] = (_semi24_linear, _semi24_check)
+LINEAR[Semi24Matrix] = (
+    _semi24_linear, lambda A: check_semi24("sparsekern.sparse_linear", A.values, A.metadata, A.shape))
 
 __all__ = ["semi24_mm"]
