@@ -162,29 +162,15 @@ def weight_mask(
     blocksize: tuple[int, int] = (16, 16),
     vector_size: int | None = None,
     channel_dim: int = 0,
+    _where: str = "sparsekern.pruning.weight_mask",
 ) -> torch.Tensor:
     """The keep-mask (bool, shaped like W, True = keep) of one weight at one granularity.
 
     `scores` are element importances shaped like W (default |W|), aggregated per group with `agg`. For n:m
-    the pattern fixes the sparsity: `sparsity` must be None (or equal to 1 - n/m)."""
-    return _weight_mask("sparsekern.pruning.weight_mask", W, sparsity, granularity, scores=scores, agg=agg, n=n, m=m,
-                        blocksize=blocksize, vector_size=vector_size, channel_dim=channel_dim)
+    the pattern fixes the sparsity: `sparsity` must be None (or equal to 1 - n/m).
 
-
-def _weight_mask(
-    where: str,
-    W: torch.Tensor,
-    sparsity: float | None = None,
-    granularity: str = "element",
-    *,
-    scores: torch.Tensor | None = None,
-    agg: str = "mean",
-    n: int = 2,
-    m: int = 4,
-    blocksize: tuple[int, int] = (16, 16),
-    vector_size: int | None = None,
-    channel_dim: int = 0,
-) -> torch.Tensor:
+    `_where` is for sparsekern's own callers: the public function named in errors."""
+    where = _where
     granularity, n, m = parse_granularity(granularity, n, m, where)
     check_tensor(where, W, "W")
     if W.dim() < 1:
@@ -232,19 +218,20 @@ def keep_from_group_scores(gscores: torch.Tensor, alive2d: torch.Tensor, tile, n
 
 def magnitude_mask(W: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Element-wise magnitude pruning: keeps the largest |w|, pruning ceil(sparsity * numel) weights."""
-    return _weight_mask("sparsekern.pruning.magnitude_mask", W, sparsity, "element")
+    return weight_mask(W, sparsity, "element", _where="sparsekern.pruning.magnitude_mask")
 
 
 def nm_mask(W: torch.Tensor, n: int = 2, m: int = 4, scores: torch.Tensor | None = None) -> torch.Tensor:
     """Keeps the n largest |w| (or `scores`) of every m consecutive weights along the input dim of the 2-D view
     (for a Conv2d: along ci*kh*kw, the flattening W.reshape(co, -1) that the kernels multiply)."""
-    return _weight_mask("sparsekern.pruning.nm_mask", W, None, "n:m", scores=scores, n=n, m=m)
+    return weight_mask(W, None, "n:m", scores=scores, n=n, m=m, _where="sparsekern.pruning.nm_mask")
 
 
 def block_mask(W: torch.Tensor, sparsity: float, blocksize: tuple[int, int] = (16, 16), scores=None) -> torch.Tensor:
     """Prunes whole (bm, bk) blocks of the 2-D view with the lowest mean |w| (or mean `scores`); the grid is
     anchored at (0, 0) and edge blocks are smaller when the blocksize does not divide the matrix."""
-    return _weight_mask("sparsekern.pruning.block_mask", W, sparsity, "block", scores=scores, blocksize=blocksize)
+    return weight_mask(W, sparsity, "block", scores=scores, blocksize=blocksize,
+                       _where="sparsekern.pruning.block_mask")
 
 
 def is_nm(mask: torch.Tensor, n: int = 2, m: int = 4) -> bool:

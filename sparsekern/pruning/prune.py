@@ -60,6 +60,7 @@ def compute_masks(
     n_probes: int = 1,
     normalize: str = "auto",
     bn_map: dict[str, str] | None = None,
+    _where: str = WHERE,
 ) -> dict[str, torch.Tensor]:
     """{layer name: keep-mask (bool, shaped like the weight)} for the prunable layers (Linear, Conv) of `model`
     selected by `filter_fn(name, module)` and, when `sparsity` is a dict, named in it. Does not modify `model`.
@@ -71,48 +72,10 @@ def compute_masks(
     `loss_fn(model, batch)` over `data`; "wanda" and "sparsegpt" (Linear layers; calibration batches `data`, each
     run as model(batch), model(*batch) or model(**batch); wanda ranks within output rows at element granularity;
     sparsegpt: element or n:m, and prune() also writes its updated weights). See criteria.py. scope and normalize:
-    see this module's docstring. Weights that are already zero count as pruned (masks never grow back)."""
-    return _compute_masks(WHERE, model, sparsity, granularity=granularity, criterion=criterion, scope=scope,
-                          filter_fn=filter_fn, n=n, m=m, blocksize=blocksize, vector_size=vector_size,
-                          channel_dim=channel_dim, loss_fn=loss_fn, data=data, hessian=hessian, n_probes=n_probes,
-                          normalize=normalize, bn_map=bn_map)
+    see this module's docstring. Weights that are already zero count as pruned (masks never grow back).
 
-
-def _check_sparsity(where: str, sparsity, granularity: str, n: int, m: int) -> None:
-    """A float in [0, 1] or a dict of them (or None for n:m, whose pattern fixes the sparsity: a given value, or
-    every value of a dict, must equal 1 - n/m rather than be ignored)."""
-    values = sparsity.values() if isinstance(sparsity, dict) else [sparsity]
-    for s in values:
-        if granularity == "n:m":
-            check_nm_sparsity(where, s, n, m)
-        elif s is None:
-            fail(where, ValueError, f"granularity {granularity!r} needs a sparsity")
-        else:
-            check_fraction(where, s)
-
-
-def _compute_masks(
-    where: str,
-    model: nn.Module,
-    sparsity=None,
-    *,
-    granularity: str = "element",
-    criterion: str = "magnitude",
-    scope: str = "layer",
-    filter_fn: FilterFn | None = None,
-    n: int = 2,
-    m: int = 4,
-    blocksize: tuple[int, int] = (16, 16),
-    vector_size: int | None = None,
-    channel_dim: int = 0,
-    loss_fn: LossFn | None = None,
-    data: Iterable | None = None,
-    hessian: str = "fisher",
-    n_probes: int = 1,
-    normalize: str = "auto",
-    bn_map: dict[str, str] | None = None,
-) -> dict[str, torch.Tensor]:
-    """compute_masks, with errors naming `where` (the public function the user called)."""
+    `_where` is for sparsekern's own callers: the public function named in errors."""
+    where = _where
     if not isinstance(model, nn.Module):
         fail(where, TypeError, f"model must be an nn.Module, got {type(model).__name__}")
     granularity, n, m = parse_granularity(granularity, n, m, where)
@@ -168,6 +131,20 @@ def _compute_masks(
     if normalize == "rms" or (normalize == "auto" and criterion in WEIGHT_CRITERIA):
         scores2d = {k: s / weights[k].float().square().mean().sqrt().clamp_min(1e-30) for k, s in scores2d.items()}
     return _global_masks(weights, alive, tiles, scores2d, sparsity)
+
+
+def _check_sparsity(where: str, sparsity, granularity: str, n: int, m: int) -> None:
+    """A float in [0, 1] or a dict of them (or None for n:m, whose pattern fixes the sparsity: a given value, or
+    every value of a dict, must equal 1 - n/m rather than be ignored)."""
+    values = sparsity.values() if isinstance(sparsity, dict) else [sparsity]
+    for s in values:
+        if granularity == "n:m":
+            check_nm_sparsity(where, s, n, m)
+        elif s is None:
+            fail(where, ValueError, f"granularity {granularity!r} needs a sparsity")
+        else:
+            check_fraction(where, s)
+
 
 
 def _sparsegpt(where, model, layers, sparsity, granularity, scope, n, m, data, copy: bool) -> dict[str, torch.Tensor]:
@@ -234,16 +211,16 @@ def prune(
     (through any activation with f(0) = 0) and shrink_ can remove it without changing the model's output."""
     where = "sparsekern.pruning.prune"
     if criterion == "sparsegpt":
-        _compute_masks(where, model, sparsity, granularity=granularity, criterion="magnitude", scope=scope,
-                       filter_fn=filter_fn, **options)  # the same argument checks, on a cheap criterion
+        compute_masks(model, sparsity, granularity=granularity, criterion="magnitude", scope=scope,
+                      filter_fn=filter_fn, _where=where, **options)  # the same argument checks, on a cheap criterion
         gran, n, m = parse_granularity(granularity, options.get("n", 2), options.get("m", 4), where)
         layers = prunable_layers(model, filter_fn)
         if isinstance(sparsity, dict):
             layers = {k: v for k, v in layers.items() if k in sparsity}
         masks = _sparsegpt(where, model, layers, sparsity, gran, scope, n, m, options.get("data"), copy=False)
     else:
-        masks = _compute_masks(where, model, sparsity, granularity=granularity, criterion=criterion, scope=scope,
-                               filter_fn=filter_fn, **options)
+        masks = compute_masks(model, sparsity, granularity=granularity, criterion=criterion, scope=scope,
+                              filter_fn=filter_fn, _where=where, **options)
     write_masks(model, masks)
     if dependents and granularity == "channel" and options.get("channel_dim", 0) == 0:
         mask_dead_units(model, masks, options.get("bn_map"))
