@@ -160,7 +160,7 @@ def measure(shape=REFERENCE_SHAPE, tokens=TOKENS, densities=DENSITIES, dtype=tor
     2048 x 2048 fp32 = 48 MiB, over the last-level caches of the machines this was written on)."""
     from . import ops
     from .formats import BSRMatrix, CSRMatrix, Semi24Matrix
-    from .formats.csr import COMPACT_COL_DTYPE, COMPACT_MAX_K
+    from .formats.csr import compact_col_dtype
     from .pruning import block_mask, nm_mask
 
     device = torch.device(device)
@@ -192,10 +192,8 @@ def measure(shape=REFERENCE_SHAPE, tokens=TOKENS, densities=DENSITIES, dtype=tor
             if fmt == "2:4":
                 mats = [Semi24Matrix.from_dense(W * nm_mask(W, 2, 4)) for W in dense_w]
             elif fmt == "csr":
-                # compact columns where K allows, as SparseLinear stores them (nn/_weight.py)
-                cols = COMPACT_COL_DTYPE if K <= COMPACT_MAX_K else None
-                mats = [CSRMatrix.from_dense(W * (torch.rand(M, K, generator=gen) < d).to(device), col_dtype=cols)
-                        for W in dense_w]
+                mats = [CSRMatrix.from_dense(W * (torch.rand(M, K, generator=gen) < d).to(device),
+                                             col_dtype=compact_col_dtype(K)) for W in dense_w]
             else:
                 b = int(fmt[3:])
                 mats = [BSRMatrix.from_dense(W * block_mask(W, 1 - d, (b, b)), blocksize=(b, b)) for W in dense_w]

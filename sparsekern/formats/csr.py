@@ -24,6 +24,13 @@ from .base import SparseMatrix
 COMPACT_COL_DTYPE = torch.int16
 
 
+def compact_col_dtype(K: int) -> torch.dtype | None:
+    """The compact (int16) column dtype where K allows it, else None (the index dtype). SparseLinear,
+    load_compressed and tune() store columns this way: a quarter fewer bytes per kept fp32 weight, and the CPU
+    kernel measured 1.13-1.32x faster at one token and 1.03-1.13x at 64 (EPYC, AVX2, 10-30% density)."""
+    return COMPACT_COL_DTYPE if K <= COMPACT_MAX_K else None
+
+
 def col_as_long(col: torch.Tensor) -> torch.Tensor:
     """Column indices as int64, reading compact (int16) columns as unsigned."""
     return col.long() & 0xFFFF if col.dtype == COMPACT_COL_DTYPE else col.long()

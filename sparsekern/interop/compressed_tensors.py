@@ -41,7 +41,7 @@ from torch import nn
 from .._checks import fail, index_dtype_for
 from .._constants import SEMI24_M_BLOCK
 from ..formats import BSRMatrix, CSRMatrix, Semi24Matrix
-from ..formats.csr import COMPACT_COL_DTYPE, COMPACT_MAX_K, bitmap_of, bitmap_words, cols_to
+from ..formats.csr import bitmap_of, bitmap_words, cols_to, compact_col_dtype
 from ..formats.semi24 import EMPTY_NIBBLE, pack_metadata, padded_k, unpack_metadata
 
 SPARSE_FORMATS = ("sparse-bitmask", "sparse-24-bitmask")
@@ -225,8 +225,7 @@ def csr_from_bitmask(where: str, compressed: torch.Tensor, bitmask: torch.Tensor
     crow = torch.empty(M + 1, dtype=idx)
     crow[:M] = row_offsets
     crow[M] = nnz
-    # compact (int16) columns where K allows, as SparseLinear.from_dense stores them
-    cdt = COMPACT_COL_DTYPE if K <= COMPACT_MAX_K else idx
+    cdt = compact_col_dtype(K) or idx
     col = torch.empty(nnz, dtype=cdt)
     R = _row_block(K)
     for r0 in range(0, M, R):
