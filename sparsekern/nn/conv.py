@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import fail
-from ..ops.csr_conv2d import conv_padding, out_size, wants_channels_last
+from ..ops.csr_conv2d import conv_padding, out_size, run_csr_conv2d, wants_channels_last
 from . import auto
 from ._weight import SparseWeight, weight_in_format
 
@@ -44,6 +44,8 @@ class SparseConv2d(SparseWeight):
         self.stride, self.dilation = _pair(stride), _pair(dilation)
         self.padding = padding if isinstance(padding, str) else _pair(padding)
         self._pad4 = conv_padding(self._where, self.padding, self.kernel_size, self.dilation)
+        # The op's int[] arguments, built once rather than per forward.
+        self._geometry = tuple(list(v) for v in (self.kernel_size, self.stride, self._pad4, self.dilation))
         self._init_weight(weight, bias, "(out_channels, in_channels/groups*kh*kw)")
         self.out_channels = self._shape[0]
         kh, kw = self.kernel_size
@@ -95,13 +97,13 @@ class SparseConv2d(SparseWeight):
         if self._format == "dense" or (self._format != "csr" and self.groups > 1) or (
                 self._format == "csr" and self.groups > 1 and x.device.type != "cpu"):
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        if self._format == "csr" and x.device.type == "cpu":
-            from ..ops import csr_conv2d
-
-            return csr_conv2d(x, self.matrix(), self.bias, kernel_size=self.kernel_size, stride=self.stride,
-                              padding=self._pad4, dilation=self.dilation, groups=self.groups)
         unbatched = x.dim() == 3
-        y = self._gemm_forward(x.unsqueeze(0) if unbatched else x)
+        xb = x.unsqueeze(0) if unbatched else x
+        if self._format == "csr" and x.device.type == "cpu":
+            y = run_csr_conv2d(xb, self.weight_crow_indices, self.weight_col_indices, self.weight_values, self.bias,
+                               *self._geometry, self.groups)
+        else:
+            y = self._gemm_forward(xb)
         return y.squeeze(0) if unbatched else y
 
     def kernel(self, n_tokens: int) -> str:
