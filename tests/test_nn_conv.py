@@ -123,6 +123,19 @@ def test_csr_conv2d_op_matches_reference_float64():
     assert_close(y, reference(conv, x), torch.float32, k=45)
 
 
+@pytest.mark.parametrize("W", [1, 5, 9, 17, 23, 33, 41, 50, 62, 70, 198], ids=lambda w: f"W{w}")
+def test_csr_conv2d_every_tile_width(W):
+    # A 3x3 convolution on one image row computes W + 2 grid columns: widths 8 to 64 take one tile of 1 to 8
+    # vectors (with 8 to 1 accumulator sets); 72 and 200 are cut into equal blocks (2 x 40, 4 x 56). Grouped 1x1
+    # convolutions on the same rows run the kernel too (only groups == 1 goes to csr_mm).
+    for cfg in [(6, 10, 3, 1, 1, 1, 1, 1, W), (6, 10, 1, 1, 0, 1, 2, 1, W)]:
+        conv, x = sparse_conv(cfg, torch.float32, sparsity=0.6)
+        A = sk.CSRMatrix.from_dense(conv.weight.detach().reshape(10, -1))
+        y = sk.ops.csr_conv2d(x, A, conv.bias.detach(), kernel_size=conv.kernel_size, padding=conv.padding,
+                              groups=conv.groups)
+        assert_close(y, reference(conv, x), torch.float32, k=conv.weight[0].numel())
+
+
 def test_state_dict_round_trip_between_patterns():
     cfg = CONFIGS[3]
     a, x = sparse_conv(cfg, sparsity=0.8)
