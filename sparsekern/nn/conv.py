@@ -6,7 +6,10 @@ Compute paths, by format:
 
 - csr: `sk.ops.csr_conv2d`, an implicit GEMM over the input (every stride, padding, dilation and groups value,
   NCHW or channels_last, no unfold). Groups need no slicing: each stored weight's input offset includes its group.
-  It is a CPU kernel; on a GPU csr takes the bsr / 2:4 path below (csr_mm / csr_linear have GPU kernels).
+  A 1x1 convolution whose input the kernel cannot read in place (grids that are not a multiple of 8 positions,
+  strided, channels_last) runs inside the op as csr_mm on each image's (C, H*W) view. The module calls the op on
+  its stored components (checked once, at construction). It is a CPU kernel; on a GPU csr takes the bsr / 2:4
+  path below (csr_mm / csr_linear have GPU kernels).
 - bsr / 2:4 (groups == 1): a 1x1 convolution is one GEMM on the activations (NCHW: W @ x[b].view(C, H*W) per image
   with bsr_mm / semi24_mm; channels_last: x viewed (N*H*W, C) through sparse_linear, giving a channels_last
   output); k x k runs unfold + sparse_linear. With groups > 1 they compute through the materialised dense weight:

@@ -61,9 +61,11 @@ class SparseLinear(SparseWeight):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._format == "dense":
             return F.linear(x, self.weight_values, self.bias)
-        from ..ops import sparse_linear
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            fail(self._where, ValueError, f"expected input (*, {self.in_features}), got shape {tuple(x.shape)}")
+        from ..ops import run_linear
 
-        return sparse_linear(x, self.matrix(), self.bias)
+        return run_linear(x, self.matrix(), self.bias)
 
     def kernel(self, n_tokens: int) -> str:
         """The op that computes this layer for `n_tokens` rows of input (sparsekern.explain says why)."""
