@@ -11,7 +11,7 @@
 // columns, as at 14x14 and 7x7, or a strided, channels_last or half input) runs as csr_mm on the (C, H * W)
 // image instead: its K-blocked panels keep the gathered rows in L2, where the staged planes of 1024 or 2048
 // channels did not (csr_mm measured 14-20% faster on ResNet-50's 14x14 and 7x7 1x1 layers on a Zen 3 EPYC,
-// 10-45% slower at 28x28 and 56x56, which read in place).
+// 11-81% slower at 28x28 and 56x56, which read in place).
 //
 // Groups need no slicing: a stored weight's offset adds its group's first channel (row m is in group m / (M / g)).
 // Work is split over (image, grid-column block, row chunk): a column block's input window (C planes x a few rows)
