@@ -125,17 +125,16 @@ at::Tensor csr_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& crow, const 
   SK_CHECK_VALUE(image + Wq < (int64_t{1} << 31), op, "one image's staged input (", image,
                  " elements) exceeds the int32 offsets");
 
-  // Stage the phase planes: at stride 1 a zeroed (Hq, Wq) plane per channel with the input copied inside; at
-  // larger strides a padded copy split by a strided view, (a * sh + p, b * sw + q) -> (p, q, a, b). A contiguous
-  // fp32 input that needs neither (a 1x1 convolution at stride 1, H * W a multiple of 8 so that no tile reads
-  // past its end) is read in place: staging it measured a third of the kernel's time at 256 channels, 56x56.
+  // Stage the phase planes (stage_planes). A contiguous fp32 input that needs no staging (a 1x1 convolution at
+  // stride 1, H * W a multiple of 8 so that no tile reads past its end) is read in place: staging it measured a
+  // third of the kernel's time at 256 channels, 56x56. The csr_mm route reads x itself.
   at::Tensor buf;
   const bool gemm = taps == 1 && sh == 1 && sw == 1 && pt + pb + pl + pr == 0;
   const bool in_place = gemm && x.scalar_type() == at::kFloat && x.is_contiguous() && T % 8 == 0;
   const bool as_csr_mm = gemm && !in_place && groups == 1;
-  if (in_place || as_csr_mm) {
+  if (in_place) {
     buf = x;
-  } else {
+  } else if (!as_csr_mm) {
     // Slack for grid columns that are computed and dropped: a tap's window runs up to b < Wq past its plane,
     // and the last tile is rounded up to 8 columns.
     buf = at::empty({N * image + Wq + 8}, x.options().dtype(at::kFloat));

@@ -47,8 +47,6 @@ class SparseConv2d(SparseWeight):
         self.stride, self.dilation = _pair(stride), _pair(dilation)
         self.padding = padding if isinstance(padding, str) else _pair(padding)
         self._pad4 = conv_padding(self._where, self.padding, self.kernel_size, self.dilation)
-        # The op's int[] arguments, built once rather than per forward.
-        self._geometry = tuple(list(v) for v in (self.kernel_size, self.stride, self._pad4, self.dilation))
         self._init_weight(weight, bias, "(out_channels, in_channels/groups*kh*kw)")
         self.out_channels = self._shape[0]
         kh, kw = self.kernel_size
@@ -104,7 +102,8 @@ class SparseConv2d(SparseWeight):
         xb = x.unsqueeze(0) if unbatched else x
         if self._format == "csr" and x.device.type == "cpu":
             y = run_csr_conv2d(xb, self.weight_crow_indices, self.weight_col_indices, self.weight_values, self.bias,
-                               *self._geometry, self.groups)
+                               list(self.kernel_size), list(self.stride), list(self._pad4), list(self.dilation),
+                               self.groups)
         else:
             y = self._gemm_forward(xb)
         return y.squeeze(0) if unbatched else y
