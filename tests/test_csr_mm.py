@@ -34,6 +34,51 @@ def test_csr_mm_duplicate_entries_are_summed():
     assert sk.ops.csr_mm(A, B).tolist() == [[304.0, 3040.0], [0.0, 0.0]]
 
 
+@pytest.mark.parametrize("N", [2, 7, 64, 130])
+@pytest.mark.parametrize("compact", [False, True])
+def test_csr_mm_across_k_strips(N, compact):
+    """K = 4100 at 90% sparsity: split into 512-row K strips at N >= 64 and one checked strip below, with an empty
+    row, a row whose entries all sit in the last strip and entries on either side of strip boundaries."""
+    W = random_sparse(37, 4100, 0.9)
+    W[3] = 0
+    W[5, :4096] = 0
+    W[9, [0, 255, 256, 511, 512, 4095, 4096, 4099]] = torch.arange(1.0, 9.0)
+    A = sk.CSRMatrix.from_dense(W)
+    col = A.col_indices.to(torch.int16) if compact else A.col_indices
+    B = torch.randn(4100, N)
+    out = torch.ops.sparsekern.csr_mm(A.crow_indices, col, A.values, B)
+    assert_close(out, reference_mm(W, B), torch.float32, k=4100)
+
+
+@pytest.mark.parametrize("N", [2, 64, 130])
+def test_csr_mm_unsorted_rows_across_k_strips(N):
+    """Rows with their columns in reverse and shuffled order: the split into K strips is by position, so each
+    segment reads outside its strip; the result must not change."""
+    W = random_sparse(20, 3000, 0.8)
+    A = sk.CSRMatrix.from_dense(W)
+    col, val = A.col_indices.clone(), A.values.clone()
+    crow = A.crow_indices.tolist()
+    for m in range(20):
+        perm = torch.randperm(crow[m + 1] - crow[m]) if m % 2 else torch.arange(crow[m + 1] - crow[m] - 1, -1, -1)
+        col[crow[m]:crow[m + 1]] = col[crow[m]:crow[m + 1]][perm]
+        val[crow[m]:crow[m + 1]] = val[crow[m]:crow[m + 1]][perm]
+    B = torch.randn(3000, N)
+    out = torch.ops.sparsekern.csr_mm(A.crow_indices, col, val, B)
+    assert_close(out, reference_mm(W, B), torch.float32, k=3000)
+
+
+@pytest.mark.parametrize("N", [2, 64, 65])
+@pytest.mark.parametrize("bad", [3000, -1, 70000])
+def test_bad_column_caught_in_a_late_k_strip(N, bad):
+    """A column outside [0, K) after entries of several strips: rejected, named, whatever the strip split."""
+    A = sk.CSRMatrix.from_dense(random_sparse(4, 3000, 0.5))
+    col = A.col_indices.to(torch.int64)
+    j = int(A.crow_indices[2]) - 1
+    col[j] = bad
+    with pytest.raises(IndexError, match=f"sparsekern.csr_mm: col_indices\\[{j}\\] = {bad} is out of range"):
+        torch.ops.sparsekern.csr_mm(A.crow_indices.to(torch.int64), col, A.values, torch.randn(3000, N))
+
+
 def _compact_case(dtype=torch.float32, index_dtype=None):
     """A (6, 40000) matrix with compact (int16) columns, several of them >= 32768 (negative as int16)."""
     W = random_sparse(6, 40000, 0.999, dtype)
