@@ -37,6 +37,7 @@ inline bool csr_mm_tile(const seg_t* __restrict s0, const seg_t* __restrict s1, 
   // Tiles narrower than a register use a vector of the tile's width.
   constexpr int W = NT < kCsrVecFloats ? NT : kCsrVecFloats, NV = NT / W;
   typedef float csr_vec __attribute__((vector_size(W * sizeof(float))));
+  typedef float csr_uvec __attribute__((vector_size(W * sizeof(float)), aligned(4), may_alias));
   // Independent accumulator sets, consecutive entries alternating between them (see the register budget above).
   constexpr int SETS = NV >= 8 ? 1 : NV >= 4 ? 2 : 4;
   uint64_t bad = 0;
@@ -45,8 +46,10 @@ inline bool csr_mm_tile(const seg_t* __restrict s0, const seg_t* __restrict s1, 
     if (beg == end) continue;
     float* __restrict a = acc_io + i * lda;
     csr_vec acc[SETS][NV];
-    // Unaligned vector loads and stores by memcpy.
-    for (int v = 0; v < NV; ++v) __builtin_memcpy(&acc[0][v], a + v * W, sizeof(csr_vec));
+    // Unaligned vector loads and stores of the partial sums through a 4-byte-aligned vector type: the memcpy form
+    // compiled to a copy through the stack (xmm halves stored, a ymm loaded back: a failed store forward), paid
+    // once per (row, strip).
+    for (int v = 0; v < NV; ++v) acc[0][v] = *reinterpret_cast<const csr_uvec*>(a + v * W);
     for (int s = 1; s < SETS; ++s)
       for (int v = 0; v < NV; ++v) acc[s][v] = csr_vec{};
     // The check is off the FMA and load ports: a subtract, a compare, an or and a min per entry. The min keeps
@@ -76,7 +79,7 @@ inline bool csr_mm_tile(const seg_t* __restrict s0, const seg_t* __restrict s1, 
 #undef SK_CSR_MM_ENTRY
     for (int s = 1; s < SETS; ++s)
       for (int v = 0; v < NV; ++v) acc[0][v] += acc[s][v];
-    for (int v = 0; v < NV; ++v) __builtin_memcpy(a + v * W, &acc[0][v], sizeof(csr_vec));
+    for (int v = 0; v < NV; ++v) *reinterpret_cast<csr_uvec*>(a + v * W) = acc[0][v];
   }
   return bad == 0;
 }
