@@ -33,10 +33,10 @@ constexpr int64_t kPanel = 64;
 // Rows of a K strip (csr_mm_kernel.h). A 64-column panel is cut into 64 KiB slices (256 rows), doubled until a row
 // holds ~48 entries per strip on average: each (row, strip) pair costs a loop exit, a pass of the split and a load
 // and store of the row's partial sums. On the Zen 3 EPYC (4 x 4096^2, 2 threads, against the cursor kernel over
-// 256 KiB blocks), 256-row strips at 95% sparsity (13 entries) ran 1.6x slower and the ~24-entry rule 10-17%
-// slower there; with 48, 80% (256 rows) ran 1.2x faster at 64 and 256 tokens, 90% (512 rows) 1.07x at 256, and
-// 95% (1024 rows) as before. A narrower panel (N < 64: one K x N panel) and its scratch fit L2 at 256 KiB, the one
-// block the cursor kernel used there.
+// 256 KiB blocks, alternating builds), 80% sparsity at 64 and 256 tokens (256-row strips) and 95% at 256 tokens
+// (1024 rows) ran 1.07-1.25x faster, the rest within the noise; an earlier build with ~24 entries per strip was
+// 10-17% slower at 95%, and 24 against 48 in the final loop could not be told apart. A narrower panel (N < 64: one
+// K x N panel) and its scratch fit L2 at 256 KiB, the one block the cursor kernel used there.
 int64_t csr_mm_strip_rows(int64_t M, int64_t K, int64_t N, int64_t nnz) {
   const int64_t w0 = std::min(N, kPanel);
   int64_t rows = std::max<int64_t>(64, (w0 == kPanel ? int64_t{64} << 10 : int64_t{256} << 10) / (4 * w0));
