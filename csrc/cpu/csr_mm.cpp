@@ -39,7 +39,9 @@ constexpr int64_t kPanel = 64;
 // K x N panel) and its scratch fit L2 at 256 KiB, the one block the cursor kernel used there.
 int64_t csr_mm_strip_rows(int64_t M, int64_t K, int64_t N, int64_t nnz) {
   const int64_t w0 = std::min(N, kPanel);
-  int64_t rows = std::max<int64_t>(64, (w0 == kPanel ? int64_t{64} << 10 : int64_t{256} << 10) / (4 * w0));
+  // Gathered rows occupy whole 64-byte lines, however narrow the panel.
+  const int64_t row_bytes = std::max<int64_t>(64, 4 * w0);
+  int64_t rows = std::max<int64_t>(64, (w0 == kPanel ? int64_t{64} << 10 : int64_t{256} << 10) / row_bytes);
   // Entries per row and strip: nnz / M * rows / K.
   while (rows < K && static_cast<double>(nnz) * rows < 48.0 * static_cast<double>(M) * static_cast<double>(K))
     rows *= 2;
@@ -97,6 +99,7 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
         // No column to read in a one-strip check (csr_mm_tile needs kw >= 1).
         if (K == 0 && nnz > 0) throw_bad_column(op, col_p, nnz, K);
         const int64_t kstrip = csr_mm_strip_rows(M, K, N, nnz);
+        const int64_t nstrips = std::max<int64_t>(1, (K + kstrip - 1) / kstrip);
         std::atomic<bool> ok{true};
         at::parallel_for(0, P * R, 1, [&](int64_t t0, int64_t t1) {
           // The rows' fp32 partial sums across K strips and their entries' split into strips (csr_mm_kernel.h).
@@ -106,11 +109,11 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
             const int64_t p = t / R, r0 = splits[t % R], r1 = splits[t % R + 1];
             if (r0 == r1) continue;
             scratch.resize((r1 - r0) * kPanel);
-            seg.resize((r1 - r0) * (K / kstrip + 2));
+            seg.resize((r1 - r0) * (nstrips + 1));
             const float* panel = panels[p].data_ptr<float>();
             const int64_t n0 = p * kPanel, width = panels[p].size(1);
-            if (!SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, K, kstrip, bias_p, n0, out_p, osm,
-                                 osn, r0, r1, scratch.data(), seg.data()))
+            if (!SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, K, kstrip, nstrips, bias_p, n0,
+                                 out_p, osm, osn, r0, r1, scratch.data(), seg.data()))
               ok.store(false, std::memory_order_relaxed);
           }
         });
