@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 #include <vector>
 
 #include "checks.h"
@@ -31,19 +32,18 @@ namespace {
 constexpr int64_t kPanel = 64;
 
 // Rows of a K strip (csr_mm_kernel.h). A 64-column panel is cut into 64 KiB slices (256 rows), doubled until a row
-// holds ~48 entries per strip on average: each (row, strip) pair costs a loop exit, a pass of the split and a load
-// and store of the row's partial sums. On the Zen 3 EPYC (4 x 4096^2, 2 threads, against the cursor kernel over
-// 256 KiB blocks, alternating builds), 80% sparsity at 64 and 256 tokens (256-row strips) and 95% at 256 tokens
-// (1024 rows) ran 1.07-1.25x faster, the rest within the noise; an earlier build with ~24 entries per strip was
-// 10-17% slower at 95%, and 24 against 48 in the final loop could not be told apart. A narrower panel (N < 64: one
-// K x N panel) and its scratch fit L2 at 256 KiB, the one block the cursor kernel used there.
+// holds ~24 entries per strip on average: each (row, strip) pair costs a loop exit, a step of the split and a load
+// and store of the row's partial sums. On the Zen 3 EPYC (4 x 4096^2, 2 threads, the two settings alternating call
+// by call in one process, 2026-12-07), 24 against 48 ran 14.7 against 16.4 ms at 90% / 64 tokens and 54 against
+// 60 ms at 90% / 256 tokens, and tied at 95%; 48 had won before the split was vectorised and the next row's
+// entries prefetched. A narrower panel (N < 64: one K x N panel) and its scratch fit L2 at 256 KiB.
 int64_t csr_mm_strip_rows(int64_t M, int64_t K, int64_t N, int64_t nnz) {
   const int64_t w0 = std::min(N, kPanel);
   // Gathered rows occupy whole 64-byte lines, however narrow the panel.
   const int64_t row_bytes = std::max<int64_t>(64, 4 * w0);
   int64_t rows = std::max<int64_t>(64, (w0 == kPanel ? int64_t{64} << 10 : int64_t{256} << 10) / row_bytes);
   // Entries per row and strip: nnz / M * rows / K.
-  while (rows < K && static_cast<double>(nnz) * rows < 48.0 * static_cast<double>(M) * static_cast<double>(K))
+  while (rows < K && static_cast<double>(nnz) * rows < 24.0 * static_cast<double>(M) * static_cast<double>(K))
     rows *= 2;
   return rows;
 }
