@@ -37,7 +37,7 @@ def test_csr_mm_duplicate_entries_are_summed():
 @pytest.mark.parametrize("N", [2, 7, 64, 130])
 @pytest.mark.parametrize("compact", [False, True])
 def test_csr_mm_across_k_strips(N, compact):
-    """K = 4100 at 90% sparsity: split into 512-row K strips at N >= 64 and 4096-row ones below (a gathered row is
+    """K = 4100 at 90% sparsity: split into 256-row K strips at N >= 64 and 4096-row ones below (a gathered row is
     one 64-byte line), with an empty row, a row whose entries all sit in the last strip and entries on either side
     of strip boundaries."""
     W = random_sparse(37, 4100, 0.9)

@@ -153,7 +153,7 @@ bool csr_mm_segments(const index_t* crow, const col_t* col, int64_t K, int64_t k
       const cmp_t bound = static_cast<cmp_t>(std::min(K, (b + 1) * kstrip));
       while (j + 16 <= end && static_cast<cmp_t>(static_cast<ucol_t>(col[j + 15])) < bound) j += 16;
       if (j + 16 <= end) {
-        // The strip ends inside these 16: count the columns below it (a vector compare, no branch per entry).
+        // The strip ends inside these 16: count the columns below it (16 compares and adds, no branch per entry).
         int64_t below = 0;
         for (int q = 0; q < 16; ++q) below += static_cast<cmp_t>(static_cast<ucol_t>(col[j + q])) < bound;
         j += below;
