@@ -170,11 +170,12 @@ bool csr_mm_segments(const index_t* crow, const col_t* col, int64_t K, int64_t k
 // Rows [r0, r1) times one column panel of B: `panel` is (K, width) contiguous, width <= kPanel, covering
 // output columns [n0, n0 + width), over nstrips K strips of kstrip rows (one strip: no split needed).
 // bias (per row, may be null) seeds the sums. `scratch` holds (r1 - r0) * width floats, `seg` (r1 - r0) *
-// (nstrips + 1) offsets. Returns false on a column outside [0, K).
+// (nstrips + 1) offsets: csr_mm_segments of these rows if `split_done` (the columns were checked there), else
+// space to compute them in. Returns false on a column outside [0, K).
 template <typename index_t, typename col_t, typename out_t>
 bool csr_mm_panel(const index_t* crow, const col_t* col, const float* val, const float* panel, int64_t width,
                   int64_t K, int64_t kstrip, int64_t nstrips, const float* bias, int64_t n0, out_t* out, int64_t osm,
-                  int64_t osn, int64_t r0, int64_t r1, float* scratch, int64_t* seg) {
+                  int64_t osn, int64_t r0, int64_t r1, float* scratch, int64_t* seg, bool split_done) {
   // The last column of an odd width is the gather (no tile to fill); the rest go through the scratch tile.
   const int64_t tiled = width - (width & 1), rows = r1 - r0;
   if (tiled > 0) {
@@ -182,7 +183,7 @@ bool csr_mm_panel(const index_t* crow, const col_t* col, const float* val, const
       const float init = bias ? bias[m] : 0.f;
       for (int64_t i = 0; i < tiled; ++i) scratch[(m - r0) * tiled + i] = init;
     }
-    if (nstrips > 1 && !csr_mm_segments(crow, col, K, kstrip, nstrips, r0, r1, seg)) return false;
+    if (nstrips > 1 && !split_done && !csr_mm_segments(crow, col, K, kstrip, nstrips, r0, r1, seg)) return false;
     int64_t done = 0;
     bool ok = true;
     // One strip: the segments are the rows themselves, and the kernel checks the columns (no split pass to do it).
