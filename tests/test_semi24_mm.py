@@ -290,6 +290,19 @@ def test_simt_kernel_emulation():
 # ---------------------------------------------------------------------------------------------- CPU kernel
 
 
+@pytest.mark.parametrize("N", [16, 48, 64, 100, 144])
+def test_semi24_mm_column_panels(N):
+    """B is staged as panels of the register tile's width (16, 32 or 64 columns by ISA), the last one narrower
+    where N is not a multiple of it: every panel lands in its own output columns, over several 128-row K blocks
+    and a K tail."""
+    W = random_24(37, 301)
+    A = sk.Semi24Matrix.from_dense(W)
+    B = torch.randn(301, N)
+    assert_close(sk.ops.semi24_mm(A, B), reference_mm(W, B), torch.float32, k=301)
+    x = torch.randn(N, 301)
+    assert_close(sk.ops.sparse_linear(x, A), x.double() @ W.double().T, torch.float32, k=301)
+
+
 def test_semi24_mm_noncontiguous_operands():
     W = random_24(45, 64)
     A = sk.Semi24Matrix.from_dense(W)

@@ -103,8 +103,9 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
         std::atomic<bool> ok{true};
         // With several panels, each row part's split into strips (csr_mm_kernel.h) is computed once for all of
         // them, part r's at splits[r] * (nstrips + 1); with one, inside its task while the columns are in cache.
-        // Split per panel, 4 panels (256 tokens) spent ~13% of the kernel's time there, as 1 panel (64 tokens)
-        // does (perf, Zen 3 EPYC, 4096^2 at 90%).
+        // The split is ~13% of the kernel's time at one panel (perf, Zen 3 EPYC, 4096^2 at 90%, 64 tokens), and
+        // was as much at every width when each panel redid it; shared, 4 x 4096^2 at 2 threads ran 1.05-1.09x
+        // faster at 90% / 128-256 tokens and 1.02-1.04x at 80% / 256 (settings alternating in one process).
         const bool shared_split = nstrips > 1 && P > 1;
         std::vector<int64_t> seg_all(shared_split ? M * (nstrips + 1) : 0);
         if (shared_split) {

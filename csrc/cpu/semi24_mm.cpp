@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -33,6 +34,14 @@ void semi24_mm_into(const at::Tensor& values, const at::Tensor& metadata, const 
   const int64_t Np = N == 1 ? 1 : (N + 15) / 16 * 16;
   at::Tensor B_f = as_float_contiguous(B);
   if (Np != N) B_f = at::constant_pad_nd(B_f, {0, Np - N});
+  // The blocked kernel's B panels (semi24_mm_kernel.h): one copy of B when it is wider than a panel.
+  const int64_t pw = SK_ISA_DISPATCH(semi24_panel_cols);
+  at::Tensor panels = B_f;
+  if (Np > pw) {
+    std::vector<at::Tensor> parts;
+    for (int64_t n0 = 0; n0 < Np; n0 += pw) parts.push_back(B_f.slice(1, n0, std::min(Np, n0 + pw)).reshape({-1}));
+    panels = at::cat(parts);
+  }
   const at::Tensor v = as_float_contiguous(values), meta = metadata.contiguous();
   const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
   // The kernel accumulates in place across K blocks, so it writes a dense fp32 (M, Np) buffer: `out` itself when
@@ -42,6 +51,7 @@ void semi24_mm_into(const at::Tensor& values, const at::Tensor& metadata, const 
   const float* v_p = v.data_ptr<float>();
   const int32_t* meta_p = meta.data_ptr<int32_t>();
   const float* B_p = B_f.data_ptr<float>();
+  const float* panels_p = panels.data_ptr<float>();
   const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
   float* acc_p = acc.data_ptr<float>();
   const int64_t ldv = v.size(1), KB = meta.size(1);
@@ -49,7 +59,7 @@ void semi24_mm_into(const at::Tensor& values, const at::Tensor& metadata, const 
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   const int64_t grain = std::max<int64_t>(4, (M + threads - 1) / threads);
   at::parallel_for(0, M, grain, [&](int64_t r0, int64_t r1) {
-    SK_ISA_DISPATCH(semi24_mm_rows, v_p, ldv, meta_p, KB, B_p, Np, K, Np, bias_p, acc_p, Np, r0, r1);
+    SK_ISA_DISPATCH(semi24_mm_rows, v_p, ldv, meta_p, KB, B_p, Np, panels_p, K, Np, bias_p, acc_p, Np, r0, r1);
   });
   if (!direct) out.copy_(Np == N ? acc : acc.narrow(1, 0, N));
 }

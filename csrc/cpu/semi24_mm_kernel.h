@@ -5,12 +5,16 @@
 // nibbles of a k32 step sit in the half-words `hi` of two adjacent words (lanes 4g + 2*tile and 4g + 2*tile + 1,
 // see sparsekern/formats/semi24.py), so one step costs two loads and a few shifts per row, no per-call decode.
 //
-// Blocking: the K range is cut into blocks of kSemi24KBlock rows whose (block x NT) slice of B stays in L1 while
-// a thread sweeps a panel of rows over it; RB rows x NT columns of accumulators live in vector registers across
-// the block (NT = 4 vectors: 16 zmm accumulators with AVX-512). Each stored value then costs one broadcast and
-// NT/W FMAs whose B operand is an L1 load: the "gather" is only an address computed from a 2-bit index. The
-// sweep touches each row's block segment once, which no hardware prefetcher predicts, hence software prefetch
-// (it was worth 1.6x here). Measured on the 2-core AVX-512 machine, 4096^2 @ 4096 x 64 fp32: ~1.5x dense MKL.
+// Blocking: B is staged as contiguous panels of NT columns (semi24_panel_cols), and the K range is cut into
+// blocks of kSemi24KBlock rows whose (block x NT) slice of a panel stays in L1 while a thread sweeps a panel of
+// rows over it. RB rows x NT columns of accumulators live in vector registers across the block (NT = 4 vectors:
+// 16 zmm accumulators with AVX-512). Each stored value then costs one broadcast and NT/W FMAs whose B operand is
+// an L1 load: the "gather" is only an address computed from a 2-bit index. The sweep touches each row's block
+// segment once, which no hardware prefetcher predicts, hence software prefetch (it was worth 1.6x here).
+// Measured on the 2-core AVX-512 machine, 4096^2 @ 4096 x 64 fp32: ~1.5x dense MKL. The panels: read in place
+// from a row-major B of N columns, the slice's rows sat 4N bytes apart, on few L1 sets when N is a power of two;
+// on the 2-core Zen 3 EPYC (AVX2, 4096^2 x 4 layers, alternating processes, 2026-12-07) staging them took
+// 256 tokens from 0.86x to 1.10-1.13x dense, 128 from 0.98x to 1.34x and 64 from 1.07-1.14x to 1.30-1.48x.
 // N == 1 (decode) takes a gather along K instead (semi24_gemv_rows).
 
 namespace sparsekern::cpu::SK_ISA_NS {
@@ -19,6 +23,9 @@ constexpr int kSemi24VecFloats = (Isa::SK_ISA_NS == Isa::avx512) ? 16 : (Isa::SK
 constexpr int kSemi24Rows = (Isa::SK_ISA_NS == Isa::avx512) ? 4 : 3;  // accumulators: 4 x 4 of 32 zmm, 3 x 4 of 16
 constexpr int64_t kSemi24KBlock = 128;  // K rows per block: 128 x 64 fp32 = 32 KB of B in L1
 constexpr int kSemi24Prefetch = 2;       // row tiles ahead
+
+// Columns of a B panel: the register tile's 4 vectors.
+inline int64_t semi24_panel_cols() { return 4 * kSemi24VecFloats; }
 typedef float semi24_vec __attribute__((vector_size(kSemi24VecFloats * sizeof(float))));
 typedef int32_t semi24_ivec __attribute__((vector_size(kSemi24VecFloats * sizeof(int32_t))));
 
@@ -43,7 +50,8 @@ inline uint32_t semi24_step_bits(const uint32_t* __restrict meta, int64_t KB, in
   return ((w[0] >> shift) & 0xFFFFu) | (((w[1] >> shift) & 0xFFFFu) << 16);
 }
 
-// Rows [m0, m0 + RB), columns [n0, n0 + NV * W) of the fp32 (M, N) output (row stride ldo), groups [q0, q1).
+// Rows [m0, m0 + RB), columns [n0, n0 + NV * W) of the fp32 (M, N) output (row stride ldo), groups [q0, q1); B
+// points at those columns' first in their panel (row stride ldb).
 // lut[nib] = {idx0 * ldb, idx1 * ldb}: the two kept B rows of a group relative to its first, so a slot costs an
 // and, a shift and two table loads instead of shifts, masks and multiplies on the ALU ports the FMAs need.
 template <int NV, int RB>
@@ -69,7 +77,7 @@ inline void semi24_tile(const float* __restrict values, int64_t ldv, const uint3
     const int64_t qa = std::max(q0, kb * 8), qb = std::min(q1, kb * 8 + 8);
     uint32_t bits[RB];
     for (int r = 0; r < RB; ++r) bits[r] = semi24_step_bits(meta, KB, m0 + r, kb) >> (4 * (qa - kb * 8));
-    const float* __restrict Bq = B + n0 + 4 * qa * ldb;
+    const float* __restrict Bq = B + 4 * qa * ldb;
 #pragma GCC unroll 2
     for (int64_t q = qa; q < qb; ++q, Bq += 4 * ldb) {
       for (int r = 0; r < RB; ++r) {
@@ -196,22 +204,28 @@ inline int64_t semi24_gemv_rows(const float* __restrict values, int64_t ldv, con
 
 // out (M, N) fp32, row stride ldo, rows [r0, r1): out = A @ B + bias[:, None]. values (M, Kp/2) fp32 with row
 // stride ldv, B (K, N) fp32 with row stride ldb. N is 1 or a multiple of 16 (the caller pads B's columns:
-// one pass over A with a few idle lanes beats one pass per power-of-two remainder width).
+// one pass over A with a few idle lanes beats one pass per power-of-two remainder width). For N > 1, `panels`
+// holds B as (K, w) contiguous panels of w = semi24_panel_cols() columns (the last one N % w if that is not 0),
+// the panel of columns [n0, n0 + w) at panels + K * n0.
 inline void semi24_mm_rows(const float* values, int64_t ldv, const int32_t* meta_i, int64_t KB, const float* B,
-                           int64_t ldb, int64_t K, int64_t N, const float* bias, float* out, int64_t ldo, int64_t r0,
-                           int64_t r1) {
+                           int64_t ldb, const float* panels, int64_t K, int64_t N, const float* bias, float* out,
+                           int64_t ldo, int64_t r0, int64_t r1) {
   const uint32_t* meta = reinterpret_cast<const uint32_t*>(meta_i);
   for (int64_t m = r0; m < r1; ++m) {
     const float init = bias ? bias[m] : 0.f;
     for (int64_t n = 0; n < N; ++n) out[m * ldo + n] = init;
   }
-  int64_t lut[16][2];
-  for (int nib = 0; nib < 16; ++nib) lut[nib][0] = (nib & 3) * ldb, lut[nib][1] = ((nib >> 2) & 3) * ldb;
+  constexpr int W = kSemi24VecFloats, PW = 4 * W;
+  // One table per panel stride: full panels, and the last one's.
+  int64_t lut[2][16][2];
+  for (int t = 0; t < 2; ++t) {
+    const int64_t stride = t == 0 ? PW : N % PW;
+    for (int nib = 0; nib < 16; ++nib) lut[t][nib][0] = (nib & 3) * stride, lut[t][nib][1] = ((nib >> 2) & 3) * stride;
+  }
   // Full k32 steps through the gather (N == 1) or full groups through the blocked kernel; the groups left
   // (a ragged last one included, K % 4) slot by slot below, with their indices range-checked.
   const int64_t full = K / 4;
   const int64_t done = N == 1 ? semi24_gemv_rows(values, ldv, meta, KB, B, ldb, K, out, ldo, r0, r1) : full;
-  constexpr int W = kSemi24VecFloats;
   // Row panels whose (panel x N) fp32 output block stays in L2 (~512 KB) across the K blocks, so wide N does not
   // stream the accumulators through memory once per K block; B is re-read from L2/L3 once per panel.
   const int64_t panel = std::max<int64_t>(kSemi24Rows, (int64_t{1} << 17) / std::max<int64_t>(N, 1));
@@ -219,14 +233,21 @@ inline void semi24_mm_rows(const float* values, int64_t ldv, const int32_t* meta
     const int64_t p1 = std::min(r1, p0 + panel);
     for (int64_t q0 = 0; q0 < full; q0 += kSemi24KBlock / 4) {
       const int64_t q1 = std::min(full, q0 + kSemi24KBlock / 4);
-      int64_t n0 = 0;
-      for (; N - n0 >= 4 * W; n0 += 4 * W)
-        semi24_rows_width<4>(values, ldv, meta, KB, B, ldb, lut, q0, q1, out, ldo, p0, p1, n0);
-      if (N - n0 >= 2 * W) {
-        semi24_rows_width<2>(values, ldv, meta, KB, B, ldb, lut, q0, q1, out, ldo, p0, p1, n0);
-        n0 += 2 * W;
+      for (int64_t n0 = 0; n0 < N; n0 += PW) {
+        const int64_t w = std::min<int64_t>(PW, N - n0);
+        const float* Bp = panels + K * n0;
+        const int64_t(*lut_p)[2] = lut[w == PW ? 0 : 1];
+        int64_t c = 0;
+        if (w == PW) {
+          semi24_rows_width<4>(values, ldv, meta, KB, Bp, w, lut_p, q0, q1, out, ldo, p0, p1, n0);
+          c = PW;
+        }
+        if (w - c >= 2 * W) {
+          semi24_rows_width<2>(values, ldv, meta, KB, Bp + c, w, lut_p, q0, q1, out, ldo, p0, p1, n0 + c);
+          c += 2 * W;
+        }
+        if (w - c >= W) semi24_rows_width<1>(values, ldv, meta, KB, Bp + c, w, lut_p, q0, q1, out, ldo, p0, p1, n0 + c);
       }
-      if (N - n0 >= W) semi24_rows_width<1>(values, ldv, meta, KB, B, ldb, lut, q0, q1, out, ldo, p0, p1, n0);
     }
   }
   for (int64_t q = done; 4 * q < K; ++q) {
