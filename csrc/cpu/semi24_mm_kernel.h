@@ -13,8 +13,8 @@
 // segment once, which no hardware prefetcher predicts, hence software prefetch (it was worth 1.6x here).
 // Measured on the 2-core AVX-512 machine, 4096^2 @ 4096 x 64 fp32: ~1.5x dense MKL. The panels: read in place
 // from a row-major B of N columns, the slice's rows sat 4N bytes apart, on few L1 sets when N is a power of two;
-// on the 2-core Zen 3 EPYC (AVX2, 4096^2 x 4 layers, alternating processes, 2026-12-07) staging them took
-// 256 tokens from 0.86x to 1.10-1.13x dense, 128 from 0.98x to 1.34x and 64 from 1.07-1.14x to 1.30-1.48x.
+// on the 2-core Zen 3 EPYC (AVX2, 4096^2, old and new builds in alternating processes, 2026-12-07) staging
+// them took 64 tokens from 0.88x to 1.07x torch.mm in the same process and 256 tokens from 0.80x to 0.98x.
 // N == 1 (decode) takes a gather along K instead (semi24_gemv_rows).
 
 namespace sparsekern::cpu::SK_ISA_NS {
