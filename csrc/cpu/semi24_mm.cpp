@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -38,9 +37,11 @@ void semi24_mm_into(const at::Tensor& values, const at::Tensor& metadata, const 
   const int64_t pw = SK_ISA_DISPATCH(semi24_panel_cols);
   at::Tensor panels = B_f;
   if (Np > pw) {
-    std::vector<at::Tensor> parts;
-    for (int64_t n0 = 0; n0 < Np; n0 += pw) parts.push_back(B_f.slice(1, n0, std::min(Np, n0 + pw)).reshape({-1}));
-    panels = at::cat(parts);
+    panels = at::empty({K * Np}, B_f.options());
+    for (int64_t n0 = 0; n0 < Np; n0 += pw) {
+      const int64_t w = std::min(pw, Np - n0);
+      panels.narrow(0, K * n0, K * w).view({K, w}).copy_(B_f.slice(1, n0, n0 + w));
+    }
   }
   const at::Tensor v = as_float_contiguous(values), meta = metadata.contiguous();
   const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
