@@ -36,14 +36,16 @@ def test_csr_mm_duplicate_entries_are_summed():
 
 @pytest.mark.parametrize("N", [2, 7, 64, 130])
 @pytest.mark.parametrize("compact", [False, True])
-def test_csr_mm_across_k_strips(N, compact):
-    """K = 4100 at 90% sparsity: split into 256-row K strips at N >= 64 and 4096-row ones below (a gathered row is
-    one 64-byte line), with an empty row, a row whose entries all sit in the last strip and entries on either side
-    of strip boundaries."""
-    W = random_sparse(37, 4100, 0.9)
+@pytest.mark.parametrize("sparsity", [0.7, 0.9])
+def test_csr_mm_across_k_strips(N, compact, sparsity):
+    """K = 4100: split into K strips of 128 rows at 70% sparsity and 256 at 90% for N >= 64 (a 32 KiB slice of the
+    panel, doubled until a row holds ~24 entries per strip), one 4096-row strip below (a gathered row is one 64-byte
+    line); with an empty row, a row whose entries all sit in the last strip and entries on either side of strip
+    boundaries."""
+    W = random_sparse(37, 4100, sparsity)
     W[3] = 0
     W[5, :4096] = 0
-    W[9, [0, 255, 256, 511, 512, 4095, 4096, 4099]] = torch.arange(1.0, 9.0)
+    W[9, [0, 127, 128, 255, 256, 511, 512, 4095, 4096, 4099]] = torch.arange(1.0, 11.0)
     A = sk.CSRMatrix.from_dense(W)
     col = A.col_indices.to(torch.int16) if compact else A.col_indices
     B = torch.randn(4100, N)

@@ -31,17 +31,22 @@ namespace {
 
 constexpr int64_t kPanel = 64;
 
-// Rows of a K strip (csr_mm_kernel.h). A 64-column panel is cut into 64 KiB slices (256 rows), doubled until a row
-// holds ~24 entries per strip on average: each (row, strip) pair costs a loop exit, a step of the split and a load
-// and store of the row's partial sums. On the Zen 3 EPYC (4 x 4096^2, 2 threads, the two settings alternating call
-// by call in one process, 2026-12-07), 24 against 48 ran 14.7 against 16.4 ms at 90% / 64 tokens and 54 against
-// 60 ms at 90% / 256 tokens, and tied at 95%; 48 had won before the split was vectorised and the next row's
-// entries prefetched. A narrower panel (N < 64: one K x N panel) and its scratch fit L2 at 256 KiB.
+// Rows of a K strip (csr_mm_kernel.h). A 64-column panel is cut into 32 KiB slices (128 rows: the L1d of a Zen 3
+// core, two thirds of a Sapphire Rapids one), doubled until a row holds ~24 entries per strip on average: each
+// (row, strip) pair costs a loop exit, a step of the split and a load and store of the row's partial sums. On the
+// Zen 3 EPYC (4 x 4096^2, 2 threads, the settings alternating call by call in one process, 2026-12-07):
+// - 24 against 48 entries ran 14.7 against 16.4 ms at 90% / 64 tokens and 54 against 60 ms at 90% / 256 tokens,
+//   and tied at 95% (48 had won before the split was vectorised and the next row's entries prefetched); 16 or 12
+//   tied at 90% and lost 5% at 95%.
+// - 32 KiB slices against 64 KiB (the start before): 1.07x at 80% / 64 tokens, 1.17-1.28x at 50-70% / 64 tokens,
+//   1.3-1.4x at 50-70% / 256 tokens; 90-95% keep their 256-512 rows. 16 KiB lost 1.1x at 50% / 64 tokens.
+// A narrower panel (N < 64: one K x N panel) and its scratch fit L2 at 256 KiB; 128-row strips there lost 1.2x at
+// 80% / 16 tokens.
 int64_t csr_mm_strip_rows(int64_t M, int64_t K, int64_t N, int64_t nnz) {
   const int64_t w0 = std::min(N, kPanel);
   // Gathered rows occupy whole 64-byte lines, however narrow the panel.
   const int64_t row_bytes = std::max<int64_t>(64, 4 * w0);
-  int64_t rows = std::max<int64_t>(64, (w0 == kPanel ? int64_t{64} << 10 : int64_t{256} << 10) / row_bytes);
+  int64_t rows = std::max<int64_t>(64, (w0 == kPanel ? int64_t{32} << 10 : int64_t{256} << 10) / row_bytes);
   // Entries per row and strip: nnz / M * rows / K.
   while (rows < K && static_cast<double>(nnz) * rows < 24.0 * static_cast<double>(M) * static_cast<double>(K))
     rows *= 2;
