@@ -8,7 +8,7 @@ Where a table comes from, first match wins:
 1. the cache written by `tune()` for this machine: `$SPARSEKERN_CACHE_DIR` (default `~/.cache/sparsekern`), one
    file per key = CPU model, ISA, threads and torch version (GPU name and torch version on CUDA);
 2. on the CPU, the table shipped for the detected ISA (`sparsekern/tables/cpu_<isa>.json`, measured by `tune()`
-   on the machine its `meta` names);
+   on the machine its `meta` names; where `meta.runs` > 1, each cell is the median of that many runs);
 3. none (CUDA without a tune run): auto then keeps every layer dense, because no rate for that GPU was measured.
 
 Why measure rather than model: the same kernels sit on different sides of dense on different CPUs (the
