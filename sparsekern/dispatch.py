@@ -2,7 +2,7 @@
 
 csr_mm and sparse_linear of a CSRMatrix that carries a bitmap have two kernels each.
 
-CPU: for N <= 4 the bitmap kernel (an AVX-512 expand-load of each 16-column half word, dense FMAs) reads 1 bit
+CPU: for N <= 4 on AVX-512 the bitmap kernel (an expand-load of each 16-column half word, dense FMAs) reads 1 bit
 per element instead of a 4-byte column index per stored value plus a gathered load. Measured crossovers per
 instruction set (below) decide.
 
@@ -60,9 +60,10 @@ def bitmap_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
 # measured crossovers (sk.tune) can replace a row.
 # avx512: Xeon Sapphire Rapids, 2 threads, fp32, 4096 x 4096, 2026-11-24. Bitmap / CSR ms at 90% sparsity: N=1
 # 0.81 / 0.91, N=2 0.87 / 1.14, N=4 1.20 / 0.94; at 85%, N=4 1.33 / 1.33; at 95%, N=1 0.97 / 0.48. N=3 interpolated.
-# avx2 and base: never. Without AVX-512's expand-loads the bitmap kernel expands each word through a stack tile,
-# one store per stored value; on a 2-core AMD EPYC (Zen 3, AVX2) it ran at 0.42x and 0.57x dense where the CSR
-# kernel ran at 0.84x and 1.85x (bench quick preset, 2026-12-02).
+# avx2 and base: never, and the bitmap ops themselves run the CSR kernel there (csr_bitmap_mm.cpp). Without
+# AVX-512's expand-loads the bitmap kernel expanded each word through a stack tile, one store per stored value; on
+# a 2-core AMD EPYC (Zen 3, AVX2) it ran at 0.42x and 0.57x dense where the CSR kernel ran at 0.84x and 1.85x
+# (bench quick preset, 2026-12-02), and 10-90x slower than the CSR kernel at 5-35% density, N = 1-4 (2026-12-07).
 CPU_BITMAP_MIN_DENSITY = {
     "avx512": {1: 0.08, 2: 0.08, 3: 0.12, 4: 0.15},
     "avx2": {},

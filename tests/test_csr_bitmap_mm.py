@@ -89,7 +89,8 @@ def test_bitmap_construction_rejects():
 @pytest.mark.parametrize("K", [1, 31, 32, 33, 100, 257])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 1.0])
 def test_csr_bitmap_cpu_decode_kernel(dtype, K, sparsity):
-    """N <= 4 runs the CPU bitmap kernel (expanded half words, zero-padded last word); N = 5 the CSR one."""
+    """N <= 4 runs the CPU bitmap kernel on AVX-512 (expanded half words, zero-padded last word); N = 5, and every
+    N on other CPUs, the CSR one."""
     M = 37
     W = random_sparse(M, K, sparsity, dtype)
     W[5] = 0

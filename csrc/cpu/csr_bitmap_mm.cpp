@@ -1,7 +1,8 @@
-// CPU kernels of csr_bitmap_mm and csr_bitmap_linear. For N <= 4 (decode) they read the bitmap
+// CPU kernels of csr_bitmap_mm and csr_bitmap_linear. For N <= 4 (decode) on AVX-512 they read the bitmap
 // (csr_bitmap_mm_kernel.h: one bit per element and dense reads of the dense operand instead of a column index
-// and a gathered load per stored value); for wider N the CSR loop nest (csr_mm.cpp), whose gathered rows of B
-// amortise each index over N columns, is the faster one.
+// and a gathered load per stored value); for wider N, and on CPUs without AVX-512 (where that kernel has no
+// expand-load and lost 10-90x), the CSR loop nest (csr_mm.cpp), whose gathered rows of B amortise each index over
+// N columns.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -24,6 +25,10 @@ namespace {
 
 constexpr int64_t kBitmapMaxN = 4;
 
+// The bitmap kernel is compiled with AVX-512 intrinsics only where isa_variants.h compiles that variant with them.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+bool bitmap_kernel_runs(int64_t N) { return N >= 1 && N <= kBitmapMaxN && detect_isa() == Isa::avx512; }
+
 // out (M, N) = A @ xtᵀ + bias[:, None] for xt (N, K), N <= kBitmapMaxN: the dense operand as N contiguous rows
 // (B transposed for csr_bitmap_mm, x itself for csr_bitmap_linear).
 void csr_bitmap_into(const char* op, const at::Tensor& crow, const at::Tensor& val, const at::Tensor& bitmap,
@@ -44,9 +49,9 @@ void csr_bitmap_into(const char* op, const at::Tensor& crow, const at::Tensor& v
       const float* bias_p = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
       std::atomic<int64_t> bad_row{M};
       parallel_over_rows(crow_p, M, [&](int64_t r0, int64_t r1) {
-        const int64_t stop = SK_ISA_DISPATCH(csr_bitmap_mm_rows, N, crow_p, bitmap_p, words, val_f.data_ptr<float>(),
-                                             xt_f.data_ptr<float>(), words * 32, bias_p, out_p, out.stride(0),
-                                             out.stride(1), r0, r1);
+        const int64_t stop = avx512::csr_bitmap_mm_rows(N, crow_p, bitmap_p, words, val_f.data_ptr<float>(),
+                                                        xt_f.data_ptr<float>(), words * 32, bias_p, out_p,
+                                                        out.stride(0), out.stride(1), r0, r1);
         if (stop < r1) {
           int64_t seen = bad_row.load();
           while (stop < seen && !bad_row.compare_exchange_weak(seen, stop)) {
@@ -60,6 +65,14 @@ void csr_bitmap_into(const char* op, const at::Tensor& crow, const at::Tensor& v
     });
   });
 }
+#else
+bool bitmap_kernel_runs(int64_t) { return false; }
+
+void csr_bitmap_into(const char*, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                     const std::optional<at::Tensor>&, at::Tensor&) {
+  TORCH_INTERNAL_ASSERT(false, "sparsekern: the CPU bitmap kernel is not in this build");
+}
+#endif
 
 // Whether row m of (crow, col, bitmap) is one pattern: its columns lie in [0, K), increase strictly and are set
 // in the bitmap, and the row's words hold no other bit.
@@ -78,8 +91,8 @@ bool bitmap_row_matches(const index_t* crow, const col_t* col, const uint32_t* w
   return bits == static_cast<int64_t>(crow[m + 1] - crow[m]);
 }
 
-// The bitmap ops read the bitmap for N <= kBitmapMaxN and col_indices above it, so both must describe one
-// pattern or the answer would depend on N: checked for every N, with the wording of the Python checks
+// The bitmap ops read the bitmap for N <= kBitmapMaxN on AVX-512 and col_indices otherwise, so both must describe
+// one pattern or the answer would depend on N and the CPU: checked for every N, with the wording of the Python checks
 // (sparsekern/formats/csr.py). It reads col (4 bytes, or 2 for compact columns, per stored entry) and the bitmap
 // once more, on top of the decode kernel's 4-byte value per entry and bitmap: up to ~2x its bytes at int32
 // columns. Not yet timed on a quiet machine (the shared 2-core one gave 82-220 ms per call either way).
@@ -137,7 +150,7 @@ at::Tensor csr_bitmap_mm_cpu(const at::Tensor& crow, const at::Tensor& col, cons
   const char* op = "csr_bitmap_mm";
   check_bitmap_args(op, crow, col, val, bitmap, B, "B", B.size(0));
   at::Tensor out = at::empty({crow.numel() - 1, B.size(1)}, B.options());
-  if (B.size(1) >= 1 && B.size(1) <= kBitmapMaxN) {
+  if (bitmap_kernel_runs(B.size(1))) {
     csr_bitmap_into(op, crow, val, bitmap, B.t(), std::nullopt, out);
   } else {
     csr_mm_into(op, crow, col, val, B, std::nullopt, out);
@@ -153,7 +166,7 @@ at::Tensor csr_bitmap_linear_cpu(const at::Tensor& x, const at::Tensor& crow, co
   const int64_t M = crow.numel() - 1;
   check_linear_bias(op, bias, val, M);
   return linear_via_mm(x, M, [&](const at::Tensor& xt, at::Tensor& yt) {
-    if (x.size(0) >= 1 && x.size(0) <= kBitmapMaxN) {
+    if (bitmap_kernel_runs(x.size(0))) {
       csr_bitmap_into(op, crow, val, bitmap, x, bias, yt);
     } else {
       csr_mm_into(op, crow, col, val, xt, bias, yt);

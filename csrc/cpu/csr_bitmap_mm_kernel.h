@@ -1,5 +1,5 @@
-// Bitmap CSR times a few dense columns (N <= 4, decode) on the CPU, compiled once per instruction set by
-// isa_variants.h (no include guard on purpose).
+// Bitmap CSR times a few dense columns (N <= 4, decode) on an AVX-512 CPU, included once per instruction set by
+// isa_variants.h (no include guard on purpose); only the AVX-512 variant has a body (see below).
 //
 // The dot-product form: each 16-column half of a row's 32-bit bitmap word becomes a dense 16-lane vector of
 // the row's weights (zeros where no bit is set) and is multiplied with the matching 16 entries of each dense
@@ -8,14 +8,17 @@
 // dense operand per stored value: at 50% density an fp32 decode moves ~2.1 bytes per element where dense moves
 // 4 and CSR with int32 columns 4.
 //
-// AVX-512: an expand-load (vexpandps from memory) reads the next popcount(half) values into the set bits' lanes
-// and touches no memory past them. Other instruction sets expand through a small stack tile, one store per set
-// bit.
+// AVX-512 only: an expand-load (vexpandps from memory) reads the next popcount(half) values into the set bits'
+// lanes and touches no memory past them. Without it the expansion cost one store per stored value through a stack
+// tile: on the 2-core Zen 3 EPYC (AVX2, 2 threads, 2026-12-07) that kernel ran 10-90x slower than the CSR one at
+// 5-35% density for N = 1-4 (4096^2 and 2048^2), so the other variants leave this header empty and the ops run
+// the CSR loop nest there.
 //
 // Unstored entries never touch the dense operand (torch.sparse's semantics, shared by every sparsekern kernel):
 // the dense values are read under the word's bits, so an Inf or NaN in a column that a row does not store leaves
 // that row's result finite.
 
+#if SK_ISA_AVX512
 namespace sparsekern::cpu::SK_ISA_NS {
 
 // Returns the first row in [r0, r1) whose words hold a different number of bits than its row pointers say
@@ -32,7 +35,6 @@ inline int64_t csr_bitmap_rows(const index_t* __restrict crow, const uint32_t* _
     if (bits != static_cast<int64_t>(crow[m + 1]) - static_cast<int64_t>(crow[m])) return m;
     const float* __restrict v = val + crow[m];
     float sum[NN];
-#if SK_ISA_AVX512
     // Four accumulators per column (low and high half of even and odd words) so that an FMA never waits on the
     // previous one's latency. The expand masks are loaded from the bitmap straight into mask registers (a load
     // port) rather than moved from general registers (port 5, which the expands need).
@@ -63,25 +65,6 @@ inline int64_t csr_bitmap_rows(const index_t* __restrict crow, const uint32_t* _
       const __m512 even = _mm512_add_ps(acc[n][0], acc[n][1]), odd = _mm512_add_ps(acc[n][2], acc[n][3]);
       sum[n] = _mm512_reduce_add_ps(_mm512_add_ps(even, odd));
     }
-#else
-    float acc[NN][32] = {};
-    for (int64_t w = 0; w < words; ++w) {
-      const uint32_t bits = wr[w];
-      if (bits == 0) continue;
-      float a[32] = {};
-      for (uint32_t word = bits; word; word &= word - 1) a[__builtin_ctz(word)] = *v++;
-      for (int n = 0; n < NN; ++n) {
-        const float* x = xt + n * ldx + w * 32;
-        // Unstored lanes add 0 without reading x into the product (an Inf or NaN there must not reach the sum).
-        for (int i = 0; i < 32; ++i) acc[n][i] += ((bits >> i) & 1u) ? a[i] * x[i] : 0.f;
-      }
-    }
-    for (int n = 0; n < NN; ++n) {
-      float s = 0.f;
-      for (int i = 0; i < 32; ++i) s += acc[n][i];
-      sum[n] = s;
-    }
-#endif
     const float b = bias ? bias[m] : 0.f;
     for (int n = 0; n < NN; ++n) out[m * osm + n * osn] = static_cast<out_t>(sum[n] + b);
   }
@@ -102,3 +85,4 @@ int64_t csr_bitmap_mm_rows(int64_t N, const index_t* crow, const uint32_t* bitma
 }
 
 }  // namespace sparsekern::cpu::SK_ISA_NS
+#endif
