@@ -34,14 +34,15 @@ def test_csr_mm_duplicate_entries_are_summed():
     assert sk.ops.csr_mm(A, B).tolist() == [[304.0, 3040.0], [0.0, 0.0]]
 
 
-@pytest.mark.parametrize("N", [2, 7, 64, 130])
+@pytest.mark.parametrize("N", [2, 7, 33, 64, 67, 100, 130])
 @pytest.mark.parametrize("compact", [False, True])
 @pytest.mark.parametrize("sparsity", [0.7, 0.9])
 def test_csr_mm_across_k_strips(N, compact, sparsity):
-    """K = 4100: split into K strips of 128 rows at 70% sparsity and 256 at 90% for N >= 64 (a 32 KiB slice of the
-    panel, doubled until a row holds ~24 entries per strip), one 4096-row strip below (a gathered row is one 64-byte
-    line); with an empty row, a row whose entries all sit in the last strip and entries on either side of strip
-    boundaries."""
+    """K = 4100: split into K strips of 128 rows at 70% sparsity and 256 at 90% for 64-column panels (a 32 KiB slice
+    of the panel, doubled until a row holds ~24 entries per strip), 4096-row strips for narrower ones (a gathered row
+    is one 64-byte line). Panels are zero-padded to a power of two (7 -> 8, 33 -> 64, 100 = 64 + 36 -> 64 + 64), and
+    a narrow last panel (67 = 64 + 3, 130 = 64 + 64 + 2) takes its own strips. With an empty row, a row whose entries
+    all sit in the last strip and entries on either side of strip boundaries."""
     W = random_sparse(37, 4100, sparsity)
     W[3] = 0
     W[5, :4096] = 0

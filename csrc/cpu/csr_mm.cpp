@@ -31,6 +31,18 @@ namespace {
 
 constexpr int64_t kPanel = 64;
 
+// A panel narrower than kPanel is zero-padded to the next power of two (1 stays the single-column gather), so one
+// register tile covers it in one pass over A. The walk through narrower tiles (csr_mm_kernel.h) read A's entries
+// once per tile width, and the per-entry work, not the FMAs, dominates a narrow tile: on the Zen 3 EPYC (4096^2 at
+// 10%, int16 columns, 2 threads, 2026-12-07) N = 3 took 2.54 ms against 1.42 at N = 4, N = 17 3.07 against 2.81 at
+// N = 32, N = 63 10.9 against 4.9 at N = 64, and N = 2 1.59 against 1.42 at N = 4.
+int64_t padded_panel_width(int64_t w) {
+  if (w <= 1) return w;
+  int64_t p = 4;
+  while (p < w) p *= 2;
+  return p;
+}
+
 // Rows of a K strip (csr_mm_kernel.h). A 64-column panel is cut into 32 KiB slices (128 rows: the L1d of a Zen 3
 // core, two thirds of a Sapphire Rapids one), doubled until a row holds ~24 entries per strip on average: each
 // (row, strip) pair costs a loop exit, a step of the split and a load and store of the row's partial sums. On the
@@ -43,7 +55,7 @@ constexpr int64_t kPanel = 64;
 // A narrower panel (N < 64: one K x N panel) and its scratch fit L2 at 256 KiB; 128-row strips there lost 1.2x at
 // 80% / 16 tokens.
 int64_t csr_mm_strip_rows(int64_t M, int64_t K, int64_t N, int64_t nnz) {
-  const int64_t w0 = std::min(N, kPanel);
+  const int64_t w0 = padded_panel_width(std::min(N, kPanel));
   // Gathered rows occupy whole 64-byte lines, however narrow the panel.
   const int64_t row_bytes = std::max<int64_t>(64, 4 * w0);
   int64_t rows = std::max<int64_t>(64, (w0 == kPanel ? int64_t{32} << 10 : int64_t{256} << 10) / row_bytes);
@@ -75,7 +87,14 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
   const at::Tensor val_f = as_float_contiguous(val);
   std::vector<at::Tensor> panels;
   for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
-    panels.push_back(as_float_contiguous(B.slice(1, n0, std::min(N, n0 + kPanel))));
+    const at::Tensor cols = B.slice(1, n0, std::min(N, n0 + kPanel));
+    const int64_t width = padded_panel_width(cols.size(1));
+    if (width == cols.size(1)) {
+      panels.push_back(as_float_contiguous(cols));
+    } else {
+      panels.push_back(at::zeros({K, width}, B.options().dtype(at::kFloat)));
+      panels.back().narrow(1, 0, cols.size(1)).copy_(cols);
+    }
   }
   const at::Tensor bias_f = bias.has_value() ? as_float_contiguous(*bias) : at::Tensor();
   const int64_t nnz = col_c.numel();
@@ -111,7 +130,13 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
         // The split is ~13% of the kernel's time at one panel (perf, Zen 3 EPYC, 4096^2 at 90%, 64 tokens), and
         // was as much at every width when each panel redid it; shared, 4 x 4096^2 at 2 threads ran 1.05-1.09x
         // faster at 90% / 128-256 tokens and 1.02-1.04x at 80% / 256 (settings alternating in one process).
-        const bool shared_split = nstrips > 1 && P > 1;
+        // A last panel narrower than kPanel (N > 64 not a multiple of 64) takes the strips of its own width: the
+        // wide panels' strips cost it a (row, strip) step per ~24 entries of a narrow tile (N = 67, a 4-column
+        // last panel, ran 1.5x N = 65 with them).
+        const int64_t kstrip_last = csr_mm_strip_rows(M, K, panels.back().size(1), nnz);
+        const int64_t nstrips_last = std::max<int64_t>(1, (K + kstrip_last - 1) / kstrip_last);
+        const int64_t P_shared = kstrip_last == kstrip ? P : P - 1;
+        const bool shared_split = nstrips > 1 && P_shared > 1;
         std::vector<int64_t> seg_all(shared_split ? M * (nstrips + 1) : 0);
         if (shared_split) {
           at::parallel_for(0, R, 1, [&](int64_t q0, int64_t q1) {
@@ -123,20 +148,36 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
           });
           if (!ok) throw_bad_column(op, col_p, nnz, K);
         }
-        at::parallel_for(0, P * R, 1, [&](int64_t t0, int64_t t1) {
+        // Each thread takes a contiguous run of tasks of equal estimated cost, not of equal count: a narrow last
+        // panel (N = 65: 64 + 1 columns) then no longer leaves one thread all the wide panel's work (N = 65 ran
+        // 1.7x N = 64 on 2 threads, where the extra column costs ~0.15x). Cost per stored entry of a panel, fitted
+        // to one 4096^2 layer at 10% on the Zen 3 EPYC: 21 + width for a tile, 12 for the single-column gather.
+        const int64_t T = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), P * R));
+        std::vector<double> cost(P * R + 1, 0.0);
+        for (int64_t t = 0; t < P * R; ++t) {
+          const int64_t w = panels[t / R].size(1), r = t % R;
+          cost[t + 1] = cost[t] + static_cast<double>(crow_p[splits[r + 1]] - crow_p[splits[r]]) *
+                                      (w == 1 ? 12.0 : 21.0 + static_cast<double>(w));
+        }
+        std::vector<int64_t> cut(T + 1, P * R);
+        for (int64_t h = 0; h < T; ++h)
+          cut[h] = std::lower_bound(cost.begin(), cost.end() - 1, cost[P * R] * h / T) - cost.begin();
+        at::parallel_for(0, T, 1, [&](int64_t h0, int64_t h1) {
           // The rows' fp32 partial sums across K strips, and their split where it is not shared.
           std::vector<float> scratch;
           std::vector<int64_t> seg;
-          for (int64_t t = t0; t < t1 && ok.load(std::memory_order_relaxed); ++t) {
+          for (int64_t t = cut[h0]; t < cut[h1] && ok.load(std::memory_order_relaxed); ++t) {
             const int64_t p = t / R, r0 = splits[t % R], r1 = splits[t % R + 1];
             if (r0 == r1) continue;
+            const bool own = p == P - 1 && kstrip_last != kstrip, split_done = shared_split && !own;
+            const int64_t ks = own ? kstrip_last : kstrip, ns = own ? nstrips_last : nstrips;
             scratch.resize((r1 - r0) * kPanel);
-            if (!shared_split) seg.resize((r1 - r0) * (nstrips + 1));
-            int64_t* seg_p = shared_split ? seg_all.data() + r0 * (nstrips + 1) : seg.data();
+            if (!split_done) seg.resize((r1 - r0) * (ns + 1));
+            int64_t* seg_p = split_done ? seg_all.data() + r0 * (nstrips + 1) : seg.data();
             const float* panel = panels[p].data_ptr<float>();
-            const int64_t n0 = p * kPanel, width = panels[p].size(1);
-            if (!SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, K, kstrip, nstrips, bias_p, n0,
-                                 out_p, osm, osn, r0, r1, scratch.data(), seg_p, shared_split))
+            const int64_t n0 = p * kPanel, width = panels[p].size(1), cols = std::min(kPanel, N - n0);
+            if (!SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, cols, K, ks, ns, bias_p, n0, out_p,
+                                 osm, osn, r0, r1, scratch.data(), seg_p, split_done))
               ok.store(false, std::memory_order_relaxed);
           }
         });
