@@ -23,6 +23,7 @@ constexpr int kSemi24VecFloats = (Isa::SK_ISA_NS == Isa::avx512) ? 16 : (Isa::SK
 constexpr int kSemi24Rows = (Isa::SK_ISA_NS == Isa::avx512) ? 4 : 3;  // accumulators: 4 x 4 of 32 zmm, 3 x 4 of 16
 constexpr int64_t kSemi24KBlock = 128;  // K rows per block: 128 x 64 fp32 = 32 KB of B in L1
 constexpr int kSemi24Prefetch = 2;       // row tiles ahead
+constexpr bool kSemi24Lut = Isa::SK_ISA_NS == Isa::avx512;  // B row offsets from a table (semi24_tile)
 
 // Columns of a B panel: the register tile's 4 vectors.
 inline int64_t semi24_panel_cols() { return 4 * kSemi24VecFloats; }
@@ -52,8 +53,13 @@ inline uint32_t semi24_step_bits(const uint32_t* __restrict meta, int64_t KB, in
 
 // Rows [m0, m0 + RB), columns [n0, n0 + NV * W) of the fp32 (M, N) output (row stride ldo), groups [q0, q1); B
 // points at those columns' first in their panel (row stride ldb).
-// lut[nib] = {idx0 * ldb, idx1 * ldb}: the two kept B rows of a group relative to its first, so a slot costs an
-// and, a shift and two table loads instead of shifts, masks and multiplies on the ALU ports the FMAs need.
+// The two kept B rows of a group, relative to its first: {idx0 * ldb, idx1 * ldb}. The AVX-512 variant reads them
+// from lut[nib] (an and, a shift and two table loads), sparing the shifts, masks and multiplies on the ALU ports
+// that Intel's FMAs share. The other variants compute them: on Zen 3 the integer ALUs are apart from the FP pipes,
+// and the loads are the bound (every FMA reads its B operand from L1, two vector loads a cycle), so the table's two
+// loads per slot cost time there. On the 2-core Zen 3 EPYC (2026-12-07): the inner loop with B in L1 (standalone,
+// 3 x 32 tile) 0.84 -> 0.74 cycles per vector FMA; 4096^2 fp32 @ 4096 x N, 2 threads, the two forms alternating
+// call by call in one process, N = 32 7.10 -> 6.31 ms, 64 13.2 -> 12.0, 128 30.4 -> 25.6, 256 48.3 -> 43.1.
 template <int NV, int RB>
 inline void semi24_tile(const float* __restrict values, int64_t ldv, const uint32_t* __restrict meta, int64_t KB,
                         const float* __restrict B, int64_t ldb, const int64_t (*__restrict lut)[2], int64_t q0,
@@ -83,8 +89,8 @@ inline void semi24_tile(const float* __restrict values, int64_t ldv, const uint3
       for (int r = 0; r < RB; ++r) {
         const uint32_t nib = bits[r] & 15;
         bits[r] >>= 4;
-        const float* __restrict b0 = Bq + lut[nib][0];
-        const float* __restrict b1 = Bq + lut[nib][1];
+        const float* __restrict b0 = Bq + (kSemi24Lut ? lut[nib][0] : (nib & 3) * ldb);
+        const float* __restrict b1 = Bq + (kSemi24Lut ? lut[nib][1] : ((nib >> 2) & 3) * ldb);
         const float* __restrict v = values + (m0 + r) * ldv + 2 * q;
         // broadcasts (x - 0 == x for every x, unlike x + 0)
         const semi24_vec v0 = v[0] - semi24_vec{}, v1 = v[1] - semi24_vec{};
@@ -216,7 +222,7 @@ inline void semi24_mm_rows(const float* values, int64_t ldv, const int32_t* meta
     for (int64_t n = 0; n < N; ++n) out[m * ldo + n] = init;
   }
   constexpr int W = kSemi24VecFloats, PW = 4 * W;
-  // One table per panel stride: full panels, and the last one's.
+  // One table per panel stride: full panels, and the last one's (read by the AVX-512 variant only).
   int64_t lut[2][16][2];
   for (int t = 0; t < 2; ++t) {
     const int64_t stride = t == 0 ? PW : N % PW;
