@@ -2,9 +2,9 @@
 //
 // acc[m, 0:NT] += sum_j val[j] * B[col[j], 0:NT] over row m's entries (B points at the panel's columns). NT is a
 // compile-time width, so the output tile lives in vector registers across the row's entries: each stored entry
-// costs one broadcast, NT/W loads of a gathered B row and NT/W FMAs. A panel is walked in widths 64, 32, ..., 2
-// (and the single-column gather for 1), so any width is covered without a scalar remainder loop; csr_mm.cpp pads a
-// panel to a power of two, so one width (one pass over A) serves it.
+// costs one broadcast, NT/W loads of a gathered B row and NT/W FMAs. csr_mm.cpp pads a panel to a power of two
+// from 4 to 64 columns (or leaves it one column wide: the single-column gather), so one tile width, one pass over
+// A, covers it; the baseline's widest tile is 32, so a 64-column panel takes two there.
 //
 // Register budget (objdump of the compiled loops decides): the tile must hold NT/W accumulators times the number
 // of independent accumulator sets, plus the B operands, in 16 ymm (AVX2) or 32 zmm (AVX-512) registers. An FMA
@@ -168,8 +168,9 @@ bool csr_mm_segments(const index_t* crow, const col_t* col, int64_t K, int64_t k
 }
 
 // col_t is index_t, or uint16_t for compact (int16) columns.
-// Rows [r0, r1) times one column panel of B: `panel` is (K, width) contiguous, width <= kPanel, covering
-// output columns [n0, n0 + cols), cols <= width (the columns past cols are padding, computed and not written), over
+// Rows [r0, r1) times one column panel of B: `panel` is (K, width) contiguous, width 1 or a power of two from 4 to
+// kPanel, covering output columns [n0, n0 + cols), cols <= width (the columns past cols are padding, computed and
+// not written), over
 // nstrips K strips of kstrip rows (one strip: no split needed).
 // bias (per row, may be null) seeds the sums. `scratch` holds (r1 - r0) * width floats, `seg` (r1 - r0) *
 // (nstrips + 1) offsets: csr_mm_segments of these rows if `split_done` (the columns were checked there), else
@@ -178,49 +179,43 @@ template <typename index_t, typename col_t, typename out_t>
 bool csr_mm_panel(const index_t* crow, const col_t* col, const float* val, const float* panel, int64_t width,
                   int64_t cols, int64_t K, int64_t kstrip, int64_t nstrips, const float* bias, int64_t n0, out_t* out,
                   int64_t osm, int64_t osn, int64_t r0, int64_t r1, float* scratch, int64_t* seg, bool split_done) {
-  // The last column of an odd width is the gather (no tile to fill); the rest go through the scratch tile.
-  const int64_t tiled = width - (width & 1), rows = r1 - r0, written = std::min(tiled, cols);
-  if (tiled > 0) {
-    for (int64_t m = r0; m < r1; ++m) {
-      const float init = bias ? bias[m] : 0.f;
-      for (int64_t i = 0; i < tiled; ++i) scratch[(m - r0) * tiled + i] = init;
-    }
-    if (nstrips > 1 && !split_done && !csr_mm_segments(crow, col, K, kstrip, nstrips, r0, r1, seg)) return false;
-    int64_t done = 0;
-    bool ok = true;
-    // One strip: the segments are the rows themselves, and the kernel checks the columns (no split pass to do it).
+  if (width == 1) return csr_mv_tile(crow, col, val, panel, 1, K, bias, n0, out, osm, osn, r0, r1);
+  const int64_t rows = r1 - r0;
+  for (int64_t m = r0; m < r1; ++m) {
+    const float init = bias ? bias[m] : 0.f;
+    for (int64_t i = 0; i < width; ++i) scratch[(m - r0) * width + i] = init;
+  }
+  if (nstrips > 1 && !split_done && !csr_mm_segments(crow, col, K, kstrip, nstrips, r0, r1, seg)) return false;
+  bool ok = true;
+  // One strip: the segments are the rows themselves, and the kernel checks the columns (no split pass to do it).
 #define SK_CSR_MM_WIDTH(NT)                                                                                    \
-  while (ok && tiled - done >= NT) {                                                                           \
-    if (nstrips == 1) {                                                                                        \
-      ok = csr_mm_tile<NT, true>(crow + r0, crow + r0 + 1, col, val, panel + done, width, 0, K, scratch + done, \
-                                 tiled, rows);                                                                 \
-    } else {                                                                                                   \
-      for (int64_t b = 0; b < nstrips; ++b)                                                                    \
-        csr_mm_tile<NT, false>(seg + b * rows, seg + (b + 1) * rows, col, val, panel + done, width, 0, 0,      \
-                               scratch + done, tiled, rows);                                                   \
+  if (width == NT || (NT == kCsrMaxNT && width > NT)) {                                                        \
+    for (int64_t done = 0; ok && done < width; done += NT) {                                                   \
+      if (nstrips == 1) {                                                                                      \
+        ok = csr_mm_tile<NT, true>(crow + r0, crow + r0 + 1, col, val, panel + done, width, 0, K, scratch + done, \
+                                   width, rows);                                                               \
+      } else {                                                                                                 \
+        for (int64_t b = 0; b < nstrips; ++b)                                                                  \
+          csr_mm_tile<NT, false>(seg + b * rows, seg + (b + 1) * rows, col, val, panel + done, width, 0, 0,    \
+                                 scratch + done, width, rows);                                                 \
+      }                                                                                                        \
     }                                                                                                          \
-    done += NT;                                                                                                \
   }
-    if constexpr (kCsrMaxNT >= 64) SK_CSR_MM_WIDTH(64)
-    SK_CSR_MM_WIDTH(32)
-    SK_CSR_MM_WIDTH(16)
-    SK_CSR_MM_WIDTH(8)
-    SK_CSR_MM_WIDTH(4)
-    SK_CSR_MM_WIDTH(2)
+  if constexpr (kCsrMaxNT >= 64) SK_CSR_MM_WIDTH(64)
+  SK_CSR_MM_WIDTH(32)
+  SK_CSR_MM_WIDTH(16)
+  SK_CSR_MM_WIDTH(8)
+  SK_CSR_MM_WIDTH(4)
 #undef SK_CSR_MM_WIDTH
-    if (!ok) return false;
-    // Written in the output's contiguous direction: along n for csr_mm, along m for the Linear orientation.
-    if (osn == 1) {
-      for (int64_t m = r0; m < r1; ++m)
-        for (int64_t i = 0; i < written; ++i) out[m * osm + n0 + i] = static_cast<out_t>(scratch[(m - r0) * tiled + i]);
-    } else {
-      for (int64_t i = 0; i < written; ++i)
-        for (int64_t m = r0; m < r1; ++m)
-          out[m * osm + (n0 + i) * osn] = static_cast<out_t>(scratch[(m - r0) * tiled + i]);
-    }
+  if (!ok) return false;
+  // Written in the output's contiguous direction: along n for csr_mm, along m for the Linear orientation.
+  if (osn == 1) {
+    for (int64_t m = r0; m < r1; ++m)
+      for (int64_t i = 0; i < cols; ++i) out[m * osm + n0 + i] = static_cast<out_t>(scratch[(m - r0) * width + i]);
+  } else {
+    for (int64_t i = 0; i < cols; ++i)
+      for (int64_t m = r0; m < r1; ++m) out[m * osm + (n0 + i) * osn] = static_cast<out_t>(scratch[(m - r0) * width + i]);
   }
-  if (tiled < cols)
-    return csr_mv_tile(crow, col, val, panel + tiled, width, K, bias, n0 + tiled, out, osm, osn, r0, r1);
   return true;
 }
 
