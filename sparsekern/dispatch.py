@@ -58,14 +58,19 @@ def bitmap_seconds(M: int, K: int, N: int, nnz: int, elt: int) -> float:
 # CPU, per instruction set of the CPU kernels (sk.backends()["cpu_isa"]): N -> the least density at which the
 # bitmap kernel beats the CSR kernel; an N not listed always takes the CSR kernel. A plain dict per ISA, so that
 # measured crossovers (sk.tune) can replace a row.
-# avx512: Xeon Sapphire Rapids, 2 threads, fp32, 4096 x 4096, 2026-11-24. Bitmap / CSR ms at 90% sparsity: N=1
-# 0.81 / 0.91, N=2 0.87 / 1.14, N=4 1.20 / 0.94; at 85%, N=4 1.33 / 1.33; at 95%, N=1 0.97 / 0.48. N=3 interpolated.
+# avx512: a 2-core Sapphire Rapids Xeon, 2 threads, fp32, 4096 x 4096 over 6 rotating copies, the two kernels
+# alternating call by call, median of 31, 2026-12-07 (after the CSR kernel's K strips, and with the bitmap ops'
+# pattern check done once per weight). CSR / bitmap ms at 85% and 90% sparsity with int32 columns: N=1 1.54 / 1.48
+# and 1.09 / 1.33, N=2 2.85 / 1.87 and 2.02 / 1.78 (92%: 1.57 / 1.65), N=3 2.84 / 2.17 and 2.02 / 2.12, N=4
+# 2.86 / 2.46 and 1.99 / 2.45; with int16 columns (SparseLinear's) the crossovers move by up to 0.04 in density
+# (N=4 at 85%: 1.64 / 1.91). Each entry is the density where the ratio crosses 1, between the two column widths.
+# CSR at N = 2 and 3 runs a 4-wide tile (csr_mm.cpp pads it), so bitmap keeps N = 2 to the sparsest.
 # avx2 and base: never, and the bitmap ops themselves run the CSR kernel there (csr_bitmap_mm.cpp). Without
 # AVX-512's expand-loads the bitmap kernel expanded each word through a stack tile, one store per stored value; on
 # a 2-core AMD EPYC (Zen 3, AVX2) it ran at 0.42x and 0.57x dense where the CSR kernel ran at 0.84x and 1.85x
 # (bench quick preset, 2026-12-02), and 10-90x slower than the CSR kernel at 5-35% density, N = 1-4 (2026-12-07).
 CPU_BITMAP_MIN_DENSITY = {
-    "avx512": {1: 0.08, 2: 0.08, 3: 0.12, 4: 0.15},
+    "avx512": {1: 0.15, 2: 0.08, 3: 0.10, 4: 0.15},
     "avx2": {},
     "base": {},
 }

@@ -115,6 +115,41 @@ def test_csr_bitmap_cpu_rejects_a_bitmap_that_disagrees_with_crow():
         torch.ops.sparsekern.csr_bitmap_linear(torch.randn(1, 70), A.crow_indices, A.col_indices, A.values, bad, None)
 
 
+@pytest.mark.parametrize("part", ["col", "bitmap", "crow"])
+def test_csr_bitmap_cpu_rechecks_a_pattern_written_in_place(part):
+    # The pattern check runs once per weight (csrc/cpu/checked_patterns.h): an in-place write after a passing call
+    # bumps the tensor's version, so the next call checks again. Inference tensors have no version: always checked.
+    W = random_sparse(9, 70, 0.5)
+    A = sk.CSRMatrix.from_dense(W, bitmap=True)
+    crow, col, bitmap = A.crow_indices.clone(), A.col_indices.clone(), A.bitmap.clone()
+    for N in (2, 9):  # the bitmap kernel and the CSR loop
+        B = torch.randn(70, N)
+        assert_close(torch.ops.sparsekern.csr_bitmap_mm(crow, col, A.values, bitmap, B), reference_mm(W, B),
+                     torch.float32, k=70)
+    row = 6
+    start, end = int(crow[row]), int(crow[row + 1])
+    with torch.no_grad():
+        if part == "col":
+            col[start + 1] = col[start]  # a duplicate column: its bit count still matches
+        elif part == "bitmap":
+            first = int(col[start])
+            free = min(set(range(70)) - set(col[start:end].tolist()))
+            bitmap[row, first >> 5] ^= 1 << (first & 31)  # the row's first bit moves to a column it does not store
+            bitmap[row, free >> 5] ^= 1 << (free & 31)
+        else:
+            crow[row + 1] -= 1  # row 6 one entry shorter, row 7 one longer
+    for N in (2, 9):
+        with pytest.raises(ValueError, match="sparsekern.csr_bitmap_mm: "):
+            torch.ops.sparsekern.csr_bitmap_mm(crow, col, A.values, bitmap, torch.randn(70, N))
+    with torch.inference_mode():
+        col = A.col_indices.clone()
+        x = torch.randn(1, 70)
+        torch.ops.sparsekern.csr_bitmap_linear(x, A.crow_indices, col, A.values, A.bitmap, None)
+        col[start + 1] = col[start]
+        with pytest.raises(ValueError, match="sparsekern.csr_bitmap_linear: "):
+            torch.ops.sparsekern.csr_bitmap_linear(x, A.crow_indices, col, A.values, A.bitmap, None)
+
+
 @pytest.mark.parametrize("linear", [False, True])
 def test_csr_bitmap_backward_matches_dense(linear):
     W = random_sparse(30, 50, 0.7)
@@ -188,6 +223,7 @@ def test_dispatch_takes_the_bitmap_kernel_only_where_it_can_win(monkeypatch):
     monkeypatch.setattr(sk.dispatch, "cpu_isa", lambda: "avx512")
     assert use_bitmap_kernel(A(0.5, dtype=torch.float32), 1, cpu)
     assert use_bitmap_kernel(A(0.9, dtype=torch.float32), 2, cpu)
+    assert not use_bitmap_kernel(A(0.9, dtype=torch.float32), 1, cpu)
     assert not use_bitmap_kernel(A(0.9, dtype=torch.float32), 4, cpu)
     assert not use_bitmap_kernel(A(0.95, dtype=torch.float32), 1, cpu)
     assert not use_bitmap_kernel(A(0.5, dtype=torch.float32), 5, cpu)  # wider N: the CSR kernel
