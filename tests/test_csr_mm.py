@@ -83,6 +83,35 @@ def test_bad_column_caught_in_a_late_k_strip(N, bad):
         torch.ops.sparsekern.csr_mm(A.crow_indices.to(torch.int64), col, A.values, torch.randn(3000, N))
 
 
+@pytest.mark.parametrize("N", [64, 130])
+def test_csr_mm_cached_split_follows_in_place_writes(N):
+    """The rows' split into K strips is kept per weight (csrc/cpu/csr_mm.cpp): rows moved by an in-place write to
+    crow_indices bump its version, so the next call splits again (a stale split would sum entries into the rows they
+    left); a column out of range written past the version counter (through .data) is still caught, because the range
+    check runs on every call; inference tensors are split on every call."""
+    W = random_sparse(9, 3000, 0.5)
+    A = sk.CSRMatrix.from_dense(W)
+    crow, col, val = A.crow_indices.clone(), A.col_indices.clone(), A.values.clone()
+    B = torch.randn(3000, N)
+    for _ in range(2):
+        assert_close(torch.ops.sparsekern.csr_mm(crow, col, val, B), reference_mm(W, B), torch.float32, k=3000)
+    with torch.no_grad():
+        crow[4] += 5  # row 4's first 5 entries become the end of row 3
+    moved = torch.sparse_csr_tensor(crow, col, val, (9, 3000)).to_dense()
+    assert not torch.equal(moved, W)
+    assert_close(torch.ops.sparsekern.csr_mm(crow, col, val, B), reference_mm(moved, B), torch.float32, k=3000)
+    j = int(crow[7]) - 1
+    col.data[j] = 3000
+    with pytest.raises(IndexError, match=f"sparsekern.csr_mm: col_indices\\[{j}\\] = 3000 is out of range"):
+        torch.ops.sparsekern.csr_mm(crow, col, val, B)
+    with torch.inference_mode():
+        crow_i, col_i = A.crow_indices.clone(), A.col_indices.clone()
+        assert_close(torch.ops.sparsekern.csr_mm(crow_i, col_i, val, B), reference_mm(W, B), torch.float32, k=3000)
+        crow_i[4] += 5
+        assert_close(torch.ops.sparsekern.csr_mm(crow_i, col_i, val, B), reference_mm(moved, B), torch.float32,
+                     k=3000)
+
+
 def _compact_case(dtype=torch.float32, index_dtype=None):
     """A (6, 40000) matrix with compact (int16) columns, several of them >= 32768 (negative as int16)."""
     W = random_sparse(6, 40000, 0.999, dtype)

@@ -1,5 +1,6 @@
-// Index tensors whose contents a full check has passed, remembered so that a check that reads every stored entry
-// runs once per weight rather than once per call.
+// Index tensors whose contents a full check has passed, remembered so that a check (or a derived layout) that reads
+// every stored entry runs once per weight rather than once per call. An entry may carry what the pass computed: the
+// CSR kernel keeps each weight's split of its rows into K strips there (csr_mm.cpp).
 //
 // Why: the bitmap ops check on every call that col_indices and the bitmap describe one pattern (csr_bitmap_mm.cpp).
 // That pass reads each stored entry's column and tests its bit: on a 2-core Sapphire Rapids Xeon (4096^2, fp32,
@@ -19,6 +20,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -40,7 +42,7 @@ class CheckedPatterns {
   };
   struct Key {
     std::vector<Part> parts;
-    int64_t extra;  // what else the check depended on (K)
+    std::vector<int64_t> extra;  // what else the pass depended on (K, a strip height, a partition)
     bool same(const Key& o) const {
       if (extra != o.extra || parts.size() != o.parts.size()) return false;
       for (size_t i = 0; i < parts.size(); ++i)
@@ -50,8 +52,8 @@ class CheckedPatterns {
   };
 
   // The key of these tensors, or nullopt where one of them cannot be named safely (see above).
-  static std::optional<Key> key(std::initializer_list<at::Tensor> ts, int64_t extra) {
-    Key k{{}, extra};
+  static std::optional<Key> key(std::initializer_list<at::Tensor> ts, std::vector<int64_t> extra) {
+    Key k{{}, std::move(extra)};
     for (const at::Tensor& t : ts) {
       if (t.is_inference() || !t.is_contiguous() || !t.has_storage()) return std::nullopt;
       k.parts.push_back({t.storage().getWeakStorageImpl(), t.data_ptr(), t.numel(), t.scalar_type(),
@@ -60,33 +62,41 @@ class CheckedPatterns {
     return k;
   }
 
-  bool contains(const Key& k) {
+  using Payload = std::shared_ptr<const std::vector<int64_t>>;
+
+  // What the pass of these tensors left (an empty vector for a plain check), or null if it has not run.
+  Payload find(const Key& k) {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const Key& e : entries_)
-      if (e.same(k)) return true;
-    return false;
+    for (const Entry& e : entries_)
+      if (e.key.same(k)) return e.payload;
+    return nullptr;
   }
+  bool contains(const Key& k) { return find(k) != nullptr; }
 
   // Entries whose storage is gone are dropped here; past kCap the oldest go first. A model holds one entry per
   // sparse layer, and a lookup scans them all (a few microseconds at the cap against a decode call's ~1 ms).
-  void insert(Key k) {
+  void insert(Key k, Payload payload = std::make_shared<const std::vector<int64_t>>()) {
     std::lock_guard<std::mutex> lock(mu_);
-    std::vector<Key> kept;
+    std::vector<Entry> kept;
     kept.reserve(entries_.size() + 1);
     const size_t skip = entries_.size() >= kCap ? entries_.size() - kCap + 1 : 0;
     for (size_t i = skip; i < entries_.size(); ++i) {
       bool live = true;
-      for (const Part& p : entries_[i].parts) live = live && !p.storage.expired();
+      for (const Part& p : entries_[i].key.parts) live = live && !p.storage.expired();
       if (live) kept.push_back(std::move(entries_[i]));
     }
-    kept.push_back(std::move(k));
+    kept.push_back({std::move(k), std::move(payload)});
     entries_ = std::move(kept);
   }
 
  private:
+  struct Entry {
+    Key key;
+    Payload payload;
+  };
   static constexpr size_t kCap = 1024;
   std::mutex mu_;
-  std::vector<Key> entries_;
+  std::vector<Entry> entries_;
 };
 
 }  // namespace sparsekern::cpu

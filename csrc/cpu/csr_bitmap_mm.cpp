@@ -135,7 +135,7 @@ void check_bitmap_args(const char* op, const at::Tensor& crow, const at::Tensor&
   check_bitmap(op, bitmap, crow, K);
   // The contents check below reads every stored entry once more: it runs once per weight (checked_patterns.h).
   static CheckedPatterns checked;
-  std::optional<CheckedPatterns::Key> key = CheckedPatterns::key({crow, col, bitmap}, K);
+  std::optional<CheckedPatterns::Key> key = CheckedPatterns::key({crow, col, bitmap}, {K});
   if (key && checked.contains(*key)) return;
   const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous(), bitmap_c = bitmap.contiguous();
   const int64_t M = crow.numel() - 1;

@@ -14,10 +14,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
 #include "checks.h"
+#include "cpu/checked_patterns.h"
 #include "cpu/csr_common.h"
 #include "cpu/csr_mm.h"
 #include "cpu/isa.h"
@@ -125,29 +128,43 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
         const int64_t kstrip = csr_mm_strip_rows(M, K, N, nnz);
         const int64_t nstrips = std::max<int64_t>(1, (K + kstrip - 1) / kstrip);
         std::atomic<bool> ok{true};
-        // With several panels, each row part's split into strips (csr_mm_kernel.h) is computed once for all of
-        // them, part r's at splits[r] * (nstrips + 1); with one, inside its task while the columns are in cache.
-        // The split is ~13% of the kernel's time at one panel (perf, Zen 3 EPYC, 4096^2 at 90%, 64 tokens), and
-        // was as much at every width when each panel redid it; shared, 4 x 4096^2 at 2 threads ran 1.05-1.09x
-        // faster at 90% / 128-256 tokens and 1.02-1.04x at 80% / 256 (settings alternating in one process).
-        // A last panel narrower than kPanel (N > 64 not a multiple of 64) takes the strips of its own width: the
-        // wide panels' strips cost it a (row, strip) step per ~24 entries of a narrow tile (N = 67, a 4-column
-        // last panel, ran 1.5x N = 65 with them).
+        // Each row part's split into strips (csr_mm_kernel.h) is computed once for all panels, part r's at
+        // splits[r] * (nstrips + 1), and kept per weight (checked_patterns.h): it depends only on the pattern, K,
+        // the strip height and the row partition. perf put it at 13% of the kernel's time at one panel on the Zen 3
+        // EPYC and 22% on the Sapphire Rapids Xeon (4096^2 at 90%, 64 columns). Kept, 4 x 4096^2 csr_linear at 2
+        // threads on the Xeon (2026-12-08, against a split recomputed on every call, alternating in one process)
+        // ran 1.11-1.23x faster at 64 tokens and 1.05-1.07x at 256 over 80-95% sparsity; 16 tokens take one strip.
+        // The entry costs M * (nstrips + 1) offsets, 0.6 MB for 4096^2 at 90% (6% of its CSR arrays). The
+        // columns' range check still runs on every call (a flat max): a write that bypasses the version counter
+        // can then give a wrong sum but never a read outside B. A last panel narrower than kPanel (N > 64 not a
+        // multiple of 64) takes the strips of its own width, split in its task: the wide panels' strips cost it a
+        // (row, strip) step per ~24 entries of a narrow tile (N = 67, a 4-column last panel, ran 1.5x N = 65).
         const int64_t kstrip_last = csr_mm_strip_rows(M, K, panels.back().size(1), nnz);
         const int64_t nstrips_last = std::max<int64_t>(1, (K + kstrip_last - 1) / kstrip_last);
-        const int64_t P_shared = kstrip_last == kstrip ? P : P - 1;
-        const bool shared_split = nstrips > 1 && P_shared > 1;
-        std::vector<int64_t> seg_all(shared_split ? M * (nstrips + 1) : 0);
+        const bool shared_split = nstrips > 1;
+        static CheckedPatterns split_cache;
+        std::optional<CheckedPatterns::Key> key;
+        CheckedPatterns::Payload cached;
+        if (shared_split) {
+          key = CheckedPatterns::key({crow, col}, {K, kstrip, nstrips, R});
+          if (key) cached = split_cache.find(*key);
+        }
+        std::shared_ptr<std::vector<int64_t>> computed;
+        if (shared_split && !cached) computed = std::make_shared<std::vector<int64_t>>(M * (nstrips + 1));
         if (shared_split) {
           at::parallel_for(0, R, 1, [&](int64_t q0, int64_t q1) {
             for (int64_t q = q0; q < q1; ++q) {
-              if (!SK_ISA_DISPATCH(csr_mm_segments, crow_p, col_p, K, kstrip, nstrips, splits[q], splits[q + 1],
-                                   seg_all.data() + splits[q] * (nstrips + 1)))
-                ok.store(false, std::memory_order_relaxed);
+              const bool good =
+                  cached ? SK_ISA_DISPATCH(csr_mm_cols_in_range, crow_p, col_p, K, splits[q], splits[q + 1])
+                         : SK_ISA_DISPATCH(csr_mm_segments, crow_p, col_p, K, kstrip, nstrips, splits[q],
+                                           splits[q + 1], computed->data() + splits[q] * (nstrips + 1));
+              if (!good) ok.store(false, std::memory_order_relaxed);
             }
           });
           if (!ok) throw_bad_column(op, col_p, nnz, K);
+          if (computed && key) split_cache.insert(std::move(*key), computed);
         }
+        const int64_t* seg_all = cached ? cached->data() : computed ? computed->data() : nullptr;
         // Each thread takes a contiguous run of tasks of equal estimated cost, not of equal count: a narrow last
         // panel (N = 65: 64 + 1 columns) then no longer leaves one thread all the wide panel's work (N = 65 ran
         // 1.7x N = 64 on 2 threads, where the extra column costs ~0.15x). Cost per stored entry of a panel, fitted
@@ -173,11 +190,11 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
             const int64_t ks = own ? kstrip_last : kstrip, ns = own ? nstrips_last : nstrips;
             scratch.resize((r1 - r0) * kPanel);
             if (!split_done) seg.resize((r1 - r0) * (ns + 1));
-            int64_t* seg_p = split_done ? seg_all.data() + r0 * (nstrips + 1) : seg.data();
+            const int64_t* split = split_done ? seg_all + r0 * (nstrips + 1) : nullptr;
             const float* panel = panels[p].data_ptr<float>();
             const int64_t n0 = p * kPanel, width = panels[p].size(1), cols = std::min(kPanel, N - n0);
             if (!SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, cols, K, ks, ns, bias_p, n0, out_p,
-                                 osm, osn, r0, r1, scratch.data(), seg_p, split_done))
+                                 osm, osn, r0, r1, scratch.data(), split, seg.data()))
               ok.store(false, std::memory_order_relaxed);
           }
         });

@@ -127,22 +127,30 @@ inline bool csr_mv_tile(const index_t* __restrict crow, const col_t* __restrict 
   return true;
 }
 
-// seg[b * rows + i] = first entry of row r0 + i in strip b, for b in [0, nstrips]: the entries before the first
-// column >= the strip's end. False if a column of rows [r0, r1) is outside [0, K).
-//
-// The range check is one flat pass over the rows' columns (a vectorised max), and the split steps 16 entries at a
-// time while the 16th is still inside the strip, then counts the 16 holding the strip's end: in a standalone copy
-// on one Zen 3 core (10% density, 256-row strips) the entry-at-a-time split with its check cost 2.4-2.9 cycles per
-// entry, against ~8.5 for the product itself. An unsorted row is split by position (the 16-step sees only the
-// 16th column): still a partition of its entries, so the sum is the same, only its reads leave their strips.
+// True if every column of rows [r0, r1) is inside [0, K): one flat pass, a max in the column type's own width (16
+// lanes for int16 columns; 64-bit lanes have no AVX2 unsigned compare). It runs on every call, also where the
+// rows' split below is cached (csr_mm.cpp), so no write to the columns can make a strip tile read outside B.
 template <typename index_t, typename col_t>
-bool csr_mm_segments(const index_t* crow, const col_t* col, int64_t K, int64_t kstrip, int64_t nstrips, int64_t r0,
-                     int64_t r1, int64_t* seg) {
-  // A max in the column type's own width (16 lanes for int16 columns; 64-bit lanes have no AVX2 unsigned compare).
+bool csr_mm_cols_in_range(const index_t* crow, const col_t* col, int64_t K, int64_t r0, int64_t r1) {
   typedef std::make_unsigned_t<col_t> ucol_t;
   ucol_t top = 0;
   for (int64_t j = crow[r0]; j < static_cast<int64_t>(crow[r1]); ++j) top = std::max(top, static_cast<ucol_t>(col[j]));
-  if (crow[r1] > crow[r0] && static_cast<uint64_t>(top) >= static_cast<uint64_t>(K)) return false;
+  return crow[r1] == crow[r0] || static_cast<uint64_t>(top) < static_cast<uint64_t>(K);
+}
+
+// seg[b * rows + i] = first entry of row r0 + i in strip b, for b in [0, nstrips]: the entries before the first
+// column >= the strip's end. False if a column of rows [r0, r1) is outside [0, K).
+//
+// The split steps 16 entries at a time while the 16th is still inside the strip, then counts the 16 holding the
+// strip's end: in a standalone copy on one Zen 3 core (10% density, 256-row strips) the entry-at-a-time split with
+// its check cost 2.4-2.9 cycles per entry, against ~8.5 for the product itself. An unsorted row is split by
+// position (the 16-step sees only the 16th column): still a partition of its entries, so the sum is the same, only
+// its reads leave their strips.
+template <typename index_t, typename col_t>
+bool csr_mm_segments(const index_t* crow, const col_t* col, int64_t K, int64_t kstrip, int64_t nstrips, int64_t r0,
+                     int64_t r1, int64_t* seg) {
+  if (!csr_mm_cols_in_range(crow, col, K, r0, r1)) return false;
+  typedef std::make_unsigned_t<col_t> ucol_t;
   // Strip ends compare in 32-bit lanes unless the columns are 64-bit (a strip end can be 65536 for int16 columns).
   typedef std::conditional_t<sizeof(col_t) <= 4, uint32_t, uint64_t> cmp_t;
   const int64_t rows = r1 - r0;
@@ -172,20 +180,24 @@ bool csr_mm_segments(const index_t* crow, const col_t* col, int64_t K, int64_t k
 // kPanel, covering output columns [n0, n0 + cols), cols <= width (the columns past cols are padding, computed and
 // not written), over
 // nstrips K strips of kstrip rows (one strip: no split needed).
-// bias (per row, may be null) seeds the sums. `scratch` holds (r1 - r0) * width floats, `seg` (r1 - r0) *
-// (nstrips + 1) offsets: csr_mm_segments of these rows if `split_done` (the columns were checked there), else
-// space to compute them in. Returns false on a column outside [0, K).
+// bias (per row, may be null) seeds the sums. `scratch` holds (r1 - r0) * width floats. `split` is csr_mm_segments
+// of these rows, (r1 - r0) * (nstrips + 1) offsets whose columns the caller checked, or null: then they are
+// computed (and checked) into `seg_space`, as large. Returns false on a column outside [0, K).
 template <typename index_t, typename col_t, typename out_t>
 bool csr_mm_panel(const index_t* crow, const col_t* col, const float* val, const float* panel, int64_t width,
                   int64_t cols, int64_t K, int64_t kstrip, int64_t nstrips, const float* bias, int64_t n0, out_t* out,
-                  int64_t osm, int64_t osn, int64_t r0, int64_t r1, float* scratch, int64_t* seg, bool split_done) {
+                  int64_t osm, int64_t osn, int64_t r0, int64_t r1, float* scratch, const int64_t* split, int64_t* seg_space) {
   if (width == 1) return csr_mv_tile(crow, col, val, panel, 1, K, bias, n0, out, osm, osn, r0, r1);
   const int64_t rows = r1 - r0;
   for (int64_t m = r0; m < r1; ++m) {
     const float init = bias ? bias[m] : 0.f;
     for (int64_t i = 0; i < width; ++i) scratch[(m - r0) * width + i] = init;
   }
-  if (nstrips > 1 && !split_done && !csr_mm_segments(crow, col, K, kstrip, nstrips, r0, r1, seg)) return false;
+  if (nstrips > 1 && split == nullptr) {
+    if (!csr_mm_segments(crow, col, K, kstrip, nstrips, r0, r1, seg_space)) return false;
+    split = seg_space;
+  }
+  const int64_t* seg = split;
   bool ok = true;
   // One strip: the segments are the rows themselves, and the kernel checks the columns (no split pass to do it).
 #define SK_CSR_MM_WIDTH(NT)                                                                                    \
