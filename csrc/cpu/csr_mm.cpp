@@ -143,28 +143,29 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
         const int64_t nstrips_last = std::max<int64_t>(1, (K + kstrip_last - 1) / kstrip_last);
         const bool shared_split = nstrips > 1;
         static CheckedPatterns split_cache;
-        std::optional<CheckedPatterns::Key> key;
-        CheckedPatterns::Payload cached;
+        CheckedPatterns::Payload split_all;
         if (shared_split) {
-          key = CheckedPatterns::key({crow, col}, {K, kstrip, nstrips, R});
-          if (key) cached = split_cache.find(*key);
-        }
-        std::shared_ptr<std::vector<int64_t>> computed;
-        if (shared_split && !cached) computed = std::make_shared<std::vector<int64_t>>(M * (nstrips + 1));
-        if (shared_split) {
+          std::optional<CheckedPatterns::Key> key = CheckedPatterns::key({crow, col}, {K, kstrip, nstrips, R});
+          if (key) split_all = split_cache.find(*key);
+          // Kept: only the per-call range check. Not kept: split (and check) into a new entry.
+          const bool kept = split_all != nullptr;
+          std::shared_ptr<std::vector<int64_t>> computed;
+          if (!kept) computed = std::make_shared<std::vector<int64_t>>(M * (nstrips + 1));
           at::parallel_for(0, R, 1, [&](int64_t q0, int64_t q1) {
             for (int64_t q = q0; q < q1; ++q) {
               const bool good =
-                  cached ? SK_ISA_DISPATCH(csr_mm_cols_in_range, crow_p, col_p, K, splits[q], splits[q + 1])
-                         : SK_ISA_DISPATCH(csr_mm_segments, crow_p, col_p, K, kstrip, nstrips, splits[q],
-                                           splits[q + 1], computed->data() + splits[q] * (nstrips + 1));
+                  kept ? SK_ISA_DISPATCH(csr_mm_cols_in_range, crow_p, col_p, K, splits[q], splits[q + 1])
+                       : SK_ISA_DISPATCH(csr_mm_segments, crow_p, col_p, K, kstrip, nstrips, splits[q],
+                                         splits[q + 1], computed->data() + splits[q] * (nstrips + 1));
               if (!good) ok.store(false, std::memory_order_relaxed);
             }
           });
           if (!ok) throw_bad_column(op, col_p, nnz, K);
-          if (computed && key) split_cache.insert(std::move(*key), computed);
+          if (!kept) {
+            if (key) split_cache.insert(std::move(*key), computed);
+            split_all = std::move(computed);
+          }
         }
-        const int64_t* seg_all = cached ? cached->data() : computed ? computed->data() : nullptr;
         // Each thread takes a contiguous run of tasks of equal estimated cost, not of equal count: a narrow last
         // panel (N = 65: 64 + 1 columns) then no longer leaves one thread all the wide panel's work (N = 65 ran
         // 1.7x N = 64 on 2 threads, where the extra column costs ~0.15x). Cost per stored entry of a panel, fitted
@@ -190,7 +191,7 @@ void csr_mm_into(const char* op, const at::Tensor& crow, const at::Tensor& col, 
             const int64_t ks = own ? kstrip_last : kstrip, ns = own ? nstrips_last : nstrips;
             scratch.resize((r1 - r0) * kPanel);
             if (!split_done) seg.resize((r1 - r0) * (ns + 1));
-            const int64_t* split = split_done ? seg_all + r0 * (nstrips + 1) : nullptr;
+            const int64_t* split = split_done ? split_all->data() + r0 * (nstrips + 1) : nullptr;
             const float* panel = panels[p].data_ptr<float>();
             const int64_t n0 = p * kPanel, width = panels[p].size(1), cols = std::min(kPanel, N - n0);
             if (!SK_ISA_DISPATCH(csr_mm_panel, crow_p, col_p, val_p, panel, width, cols, K, ks, ns, bias_p, n0, out_p,
