@@ -76,6 +76,10 @@ inline bool csr_mm_tile(const seg_t* __restrict s0, const seg_t* __restrict s1, 
       k = static_cast<int64_t>(k0 + std::min(d, kw - 1));                                           \
     }                                                                                               \
     const float* __restrict b = B + k * ldb;                                                        \
+    /* b in a register: the loads then take base + offset addresses, which Intel cores keep fused */ \
+    /* with their FMAs (indexed ones split in two). 1 thread, 4096^2 at 80-95%, Sapphire Rapids */   \
+    /* Xeon, in-process A/B (2026-12-08): 1.02-1.09x on AVX-512, 1.02-1.14x on its AVX2 path. */     \
+    __asm__("" : "+r"(b));                                                                          \
     const csr_vec v = val[J] - csr_vec{}; /* broadcast (x - 0 == x for every x, unlike x + 0) */    \
     for (int c = 0; c < NV; ++c) {                                                                  \
       csr_vec bv;                                                                                   \
